@@ -1,0 +1,1 @@
+"""Lipwa's provider simulator: Daraja and MTN MoMo, faithful to the wire, with faults."""
