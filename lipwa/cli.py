@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
-app = typer.Typer(help="Lipwa: a self-hosted mobile money gateway (M-Pesa and MTN MoMo).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Lipwa: a self-hosted mobile money gateway (M-Pesa and MTN MoMo).", no_args_is_help=True
+)
 console = Console()
+
+if TYPE_CHECKING:
+    from lipwa.config import Settings
 
 
 @app.command()
@@ -69,6 +75,95 @@ def simulate(
     console.print("Demo credentials (also at GET /_sim/credentials; fake, for the simulator only):")
     console.print_json(json.dumps(creds))
     uvicorn.run(simulator_app, host=host, port=port, log_level="warning")
+
+
+keys_app = typer.Typer(help="Encryption keys for credentials at rest.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _settings() -> Settings:
+    from lipwa.config import Settings
+
+    try:
+        return Settings()
+    except ValueError as exc:
+        console.print(f"[red]Configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@keys_app.command("generate")
+def keys_generate(version: str = typer.Option("v1", help="Version label of the new key.")) -> None:
+    """Print a new AES-256 key for LIPWA_ENCRYPTION_KEYS (put it first to make it active)."""
+    from lipwa.vault import generate_key_text
+
+    typer.echo(generate_key_text(version))
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database (LIPWA_DATABASE_URL) to the newest schema."""
+    from lipwa.store.migrate import head_revision, upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    console.print(f"Database at revision {head_revision()}.")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    workers: int = typer.Option(1, help="Number of API processes."),
+    migrate_first: bool = typer.Option(True, "--migrate/--no-migrate", help="Migrate on start."),
+) -> None:
+    """Run the HTTP API (LIPWA_PUBLIC_URL is what providers call back)."""
+    import uvicorn
+
+    from lipwa.container import ConfigurationError, load_vault
+    from lipwa.observability import configure_logging
+    from lipwa.store.migrate import upgrade
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_json)
+    try:
+        load_vault(settings)
+    except ConfigurationError as exc:
+        console.print(f"[red]Cannot start:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if migrate_first:
+        upgrade(settings.database_url)
+    uvicorn.run(
+        "lipwa.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@app.command()
+def demo(
+    port: int = typer.Option(8000, help="Port of the gateway."),
+    simulator_port: int = typer.Option(8700, help="Port of the built-in simulator."),
+    data_dir: Path = typer.Option(Path(".lipwa"), help="Where the demo keeps its files."),
+    exit_after_payment: bool = typer.Option(
+        False, "--exit-after-payment", help="Stop after the first payment (smoke test)."
+    ),
+) -> None:
+    """Start the simulator, the gateway on SQLite and a demo merchant; print a curl to try."""
+    from lipwa.demo import run_demo
+
+    result = run_demo(
+        port=port,
+        simulator_port=simulator_port,
+        data_dir=data_dir,
+        console=console,
+        exit_after_payment=exit_after_payment,
+    )
+    if exit_after_payment and result["payment"].get("status") != "succeeded":
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -350,11 +350,11 @@ class Simulator:
         record.delivered_at = time.time()
 
     async def call_merchant(
-        self, url: str, body: Any, timeout: float
+        self, url: str, body: Any, wait_s: float
     ) -> tuple[int | None, Any, str | None]:
         """A synchronous call to a merchant URL (C2B validation): status, JSON body, error."""
         try:
-            response = await self.client().post(url, json=body, timeout=timeout)
+            response = await self.client().post(url, json=body, timeout=wait_s)
         except httpx.HTTPError as exc:
             return None, None, f"{type(exc).__name__}: {exc}"
         try:
@@ -363,11 +363,12 @@ class Simulator:
             payload = None
         return response.status_code, payload, None
 
-    async def drain(self, timeout: float = 10.0) -> None:
+    async def drain(self, wait_s: float = 10.0) -> None:
         """Wait until scheduled callbacks and background work have finished (for tests)."""
-        deadline = time.monotonic() + timeout
-        while self._tasks and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        deadline = time.monotonic() + wait_s
+        # Tasks may spawn more tasks (a settle schedules a callback): wait in rounds.
+        while self._tasks and (left := deadline - time.monotonic()) > 0:
+            await asyncio.wait(set(self._tasks), timeout=left)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -1,0 +1,81 @@
+"""The app container: everything long-lived that a process needs, built once, closed once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from lipwa.config import Settings
+from lipwa.providers.tokens import TokenCache
+from lipwa.services.callbacks import CallbackService
+from lipwa.services.collect import CollectService
+from lipwa.services.providers import ProviderRegistry
+from lipwa.store.db import make_engine, make_sessionmaker
+from lipwa.vault import KeyRing, Vault, VaultError
+
+
+class ConfigurationError(Exception):
+    """The process cannot start with these settings; the message says what to fix."""
+
+
+def load_vault(settings: Settings) -> Vault:
+    if settings.encryption_keys is None:
+        raise ConfigurationError(
+            "LIPWA_ENCRYPTION_KEYS is not set; generate one with `lipwa keys generate`"
+        )
+    try:
+        return Vault(KeyRing.parse(settings.encryption_keys.get_secret_value()))
+    except VaultError as exc:
+        raise ConfigurationError(f"LIPWA_ENCRYPTION_KEYS: {exc}") from exc
+
+
+@dataclass
+class Container:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    vault: Vault
+    http: httpx.AsyncClient
+    tokens: TokenCache
+    registry: ProviderRegistry
+    collect: CollectService
+    callbacks: CallbackService
+
+    @classmethod
+    def build(cls, settings: Settings) -> Container:
+        vault = load_vault(settings)
+        engine = make_engine(settings.database_url)
+        sessions = make_sessionmaker(engine)
+        http = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                settings.provider_read_timeout_s, connect=settings.provider_connect_timeout_s
+            ),
+            verify=settings.verify_tls,
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            headers={"User-Agent": "lipwa/0.1"},
+        )
+        tokens = TokenCache()
+        registry = ProviderRegistry(vault, http, tokens)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=sessions,
+            vault=vault,
+            http=http,
+            tokens=tokens,
+            registry=registry,
+            collect=CollectService(
+                sessions,
+                registry,
+                settings.public_url,
+                first_check_after_s=settings.first_check_after_s,
+                idempotency_wait_s=settings.idempotency_wait_s,
+            ),
+            callbacks=CallbackService(sessions),
+        )
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        await self.engine.dispose()

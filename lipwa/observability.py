@@ -1,0 +1,94 @@
+"""Structured logs (structlog) with secrets redacted and phone numbers masked."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+SECRET_KEYS = re.compile(
+    r"(secret|passkey|password|token|api_key|apikey|authorization|credential|"
+    r"subscription|consumer_key|signature)",
+    re.IGNORECASE,
+)
+# Long digit runs that look like MSISDNs with a country code (254…, 250…, 256…, 467…).
+PHONE = re.compile(r"\b(2547|2541|2507|2567|4673)(\d{3,5})(\d{3})\b")
+# Callback URL tokens: /callbacks/<token>/...
+CALLBACK_TOKEN = re.compile(r"(/callbacks/)([A-Za-z0-9_\-]{8,})")
+REDACTED = "[REDACTED]"
+
+
+def mask_text(text: str) -> str:
+    text = PHONE.sub(lambda m: f"{m.group(1)}{'*' * len(m.group(2))}{m.group(3)}", text)
+    return CALLBACK_TOKEN.sub(lambda m: f"{m.group(1)}{m.group(2)[:4]}…", text)
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, dict):
+        return {
+            k: (REDACTED if SECRET_KEYS.search(str(k)) else _scrub(v)) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event):
+        if SECRET_KEYS.search(key):
+            event[key] = REDACTED
+        else:
+            event[key] = _scrub(event[key])
+    return event
+
+
+class _MaskingFilter(logging.Filter):
+    """Masks phones and callback tokens in plain stdlib records (uvicorn, httpx)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        record.msg = mask_text(message)
+        record.args = ()
+        return True
+
+
+def configure_logging(
+    level: str = "INFO", json_output: bool = True, stream: TextIO | None = None
+) -> None:
+    """Configure structlog and the stdlib root logger to write to ``stream`` (stderr)."""
+    stream = stream or sys.stderr
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json_output
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_lipwa", False)]:
+        root.removeHandler(old)
+    handler = logging.StreamHandler(stream)
+    handler._lipwa = True  # type: ignore[attr-defined]
+    handler.addFilter(_MaskingFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # httpx logs every request URL at INFO; keep it at WARNING.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -1,0 +1,423 @@
+"""MoMo Collection client for one merchant API user: request-to-pay, its status, credentials.
+
+MoMo makes retries safe: a POST with an ``X-Reference-Id`` it has seen answers
+``409 RESOURCE_ALREADY_EXIST``. So an unanswered or 5xx-answered request-to-pay is retried
+with the *same* reference, with back-off inside a bounded time budget; only when that budget
+is spent without a definite answer is the result AMBIGUOUS.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import stamina
+
+from lipwa import __version__
+from lipwa.domain.codes import momo_result
+from lipwa.providers.base import (
+    ProviderReport,
+    QueryFailure,
+    ReportState,
+    SendOutcome,
+    SendResult,
+)
+from lipwa.providers.momo import wire
+from lipwa.providers.momo.callbacks import parse_momo_callback
+from lipwa.providers.momo.credentials import COLLECTION, MomoCredentials
+from lipwa.providers.momo.hosts import (
+    MOMO_AFRICA_BASE_URL,
+    PRODUCTION_BASE_URL,
+    RWANDA_PRODUCTION_BASE_URL,
+    SANDBOX_BASE_URL,
+    is_production_host,
+)
+from lipwa.providers.tokens import TokenCache
+
+__all__ = [
+    "MOMO_AFRICA_BASE_URL",
+    "PRODUCTION_BASE_URL",
+    "RWANDA_PRODUCTION_BASE_URL",
+    "SANDBOX_BASE_URL",
+    "USER_AGENT",
+    "MomoClient",
+    "is_production_host",
+    "parse_momo_callback",
+]
+
+# MTN's new gateway answers HTML 403 to a python-requests User-Agent: always send our own.
+USER_AGENT = f"lipwa/{__version__}"
+DEFAULT_TOKEN_TTL = 3600.0
+
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
+class _TokenError(Exception):
+    def __init__(self, failure: QueryFailure, transient: bool) -> None:
+        super().__init__(failure.error_message)
+        self.failure = failure
+        self.transient = transient
+
+
+class _Retry(Exception):
+    """An attempt without a definite answer; ``result`` is what to report if it stays so."""
+
+    def __init__(self, result: SendResult, maybe_created: bool) -> None:
+        super().__init__(result.error_code)
+        self.result = result
+        self.maybe_created = maybe_created
+
+
+@dataclass(frozen=True)
+class _NoAnswer:
+    sent: bool  # False: failed before the request left (connect error); True: may have arrived
+    error_code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    body: Any
+    error: wire.MomoError | None
+    sent_secrets: tuple[str, ...] = ()  # tokens sent, to scrub from any text
+
+
+class MomoClient:
+    """MoMo Collection for one merchant's API user (its own keys and cached token)."""
+
+    def __init__(
+        self,
+        *,
+        account_key: str,
+        base_url: str,
+        credentials: MomoCredentials,
+        http: httpx.AsyncClient,
+        tokens: TokenCache,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 15.0,
+        retry_timeout: float = 10.0,
+        retry_attempts: int = 4,
+        retry_wait_initial: float = 0.5,
+        retry_wait_max: float = 3.0,
+        user_agent: str = USER_AGENT,
+    ) -> None:
+        self.account_key = account_key
+        self.base_url = base_url.rstrip("/")
+        self._credentials = credentials
+        self._http = http
+        self._tokens = tokens
+        self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
+        self._retry_timeout = retry_timeout
+        self._retry_attempts = max(1, retry_attempts)
+        self._retry_wait_initial = retry_wait_initial
+        self._retry_wait_max = retry_wait_max
+        self._user_agent = user_agent
+        fingerprint = hashlib.sha256(
+            f"{self.base_url}\n{credentials.api_user}\n{credentials.target_environment}".encode()
+        )
+        self._token_key = f"momo:{account_key}:{COLLECTION}:{fingerprint.hexdigest()[:16]}"
+
+    def __repr__(self) -> str:
+        return f"MomoClient(account_key={self.account_key!r}, base_url={self.base_url!r})"
+
+    # ----- public operations -------------------------------------------------------------------
+    async def request_to_pay(
+        self,
+        *,
+        reference_id: str,
+        amount: str,
+        currency: str,
+        msisdn: str,
+        external_id: str,
+        payer_message: str,
+        payee_note: str,
+        callback_url: str | None,
+    ) -> SendResult:
+        body = wire.request_to_pay_body(
+            amount=amount,
+            currency=currency,
+            msisdn=msisdn,
+            external_id=external_id,
+            payer_message=payer_message,
+            payee_note=payee_note,
+        )
+        headers = {"X-Reference-Id": reference_id, "Content-Type": "application/json"}
+        if callback_url:  # if present it must not be empty
+            headers["X-Callback-Url"] = callback_url
+        maybe_created = False
+        try:
+            async for attempt in stamina.retry_context(
+                on=_Retry,
+                attempts=self._retry_attempts,
+                timeout=self._retry_timeout,
+                wait_initial=self._retry_wait_initial,
+                wait_max=self._retry_wait_max,
+                wait_jitter=self._retry_wait_initial,
+            ):
+                with attempt:
+                    try:
+                        result = await self._request_to_pay_once(reference_id, body, headers)
+                    except _Retry as retry:
+                        maybe_created = maybe_created or retry.maybe_created
+                        raise
+                    if result.outcome is SendOutcome.REJECTED and maybe_created:
+                        # An earlier attempt may have created it: only a GET can tell.
+                        return _ambiguous(result, reference_id)
+                    return result
+        except _Retry as retry:
+            return _ambiguous(retry.result, reference_id) if maybe_created else retry.result
+        raise AssertionError("unreachable: stamina either returns or re-raises")
+
+    async def get_request_to_pay(self, reference_id: str) -> ProviderReport | QueryFailure:
+        try:
+            answer = await self._call("GET", f"{wire.REQUEST_TO_PAY_PATH}/{reference_id}")
+        except _TokenError as exc:
+            return exc.failure
+        if isinstance(answer, _NoAnswer):
+            return QueryFailure(answer.error_code, answer.message)
+        status, error = answer.status, answer.error
+        if status == 200:
+            report = wire.status_report(
+                answer.body, reference_id=reference_id, require_receipt=False
+            )
+            if report is not None:
+                message = self._scrub(report.raw_message, answer.sent_secrets)
+                return dataclasses.replace(report, raw_message=message)
+            return QueryFailure("invalid_response", "MoMo answered 200 without a status", 200)
+        if status == 404 and error is not None and error.code == wire.NOT_FOUND:
+            return ProviderReport(
+                ReportState.NOT_FOUND,
+                provider_ref=reference_id,
+                raw_code=error.code,
+                raw_message=error.message,
+            )
+        return QueryFailure(
+            (error.code if error else None) or f"http_{status}",
+            (error.message if error else None) or f"MoMo answered HTTP {status}",
+            status,
+        )
+
+    async def check_credentials(self) -> QueryFailure | None:
+        """Fetch a fresh collection token (bypassing the cache): None when it works."""
+        try:
+            await self._fetch_token()
+        except _TokenError as exc:
+            return exc.failure
+        return None
+
+    # ----- request-to-pay attempts -------------------------------------------------------------
+    async def _request_to_pay_once(
+        self, reference_id: str, body: dict[str, Any], headers: dict[str, str]
+    ) -> SendResult:
+        """One attempt: a final SendResult, or raises _Retry."""
+        try:
+            answer = await self._call("POST", wire.REQUEST_TO_PAY_PATH, json=body, headers=headers)
+        except _TokenError as exc:
+            result = SendResult(
+                SendOutcome.REJECTED,
+                error_code=exc.failure.error_code,
+                error_message=exc.failure.error_message,
+                http_status=exc.failure.http_status,
+                failure_code="provider_unavailable" if exc.transient else "not_allowed",
+                transient=exc.transient,
+            )
+            if exc.transient:
+                raise _Retry(result, maybe_created=False) from None
+            return result
+        if isinstance(answer, _NoAnswer):
+            if answer.sent:
+                ambiguous = SendResult(
+                    SendOutcome.AMBIGUOUS,
+                    error_code=answer.error_code,
+                    error_message=answer.message,
+                )
+                raise _Retry(ambiguous, maybe_created=True)
+            unsent = SendResult(
+                SendOutcome.REJECTED,
+                error_code=answer.error_code,
+                error_message=answer.message,
+                failure_code="provider_unavailable",
+                transient=True,
+            )
+            raise _Retry(unsent, maybe_created=False)
+        status, error = answer.status, answer.error
+        code = error.code if error else None
+        message = (error.message if error else None) or f"MoMo answered HTTP {status}"
+        if 200 <= status < 300:
+            return SendResult(SendOutcome.ACCEPTED, provider_ref=reference_id, http_status=status)
+        if status == 409:
+            # The reference exists at MoMo: an earlier attempt (or send) created it.
+            return SendResult(
+                SendOutcome.ACCEPTED,
+                provider_ref=reference_id,
+                error_code=code or wire.ALREADY_EXISTS,
+                error_message=message,
+                http_status=409,
+            )
+        if status == 429:
+            throttled = SendResult(
+                SendOutcome.REJECTED,
+                error_code=code or "http_429",
+                error_message=message,
+                http_status=429,
+                failure_code="provider_unavailable",
+                transient=True,
+            )
+            raise _Retry(throttled, maybe_created=False)
+        if code is not None and code.upper() in wire.DEFINITE_REFUSALS:
+            return SendResult(
+                SendOutcome.REJECTED,
+                error_code=code,
+                error_message=message,
+                http_status=status,
+                failure_code=momo_result("FAILED", code).failure_code,
+            )
+        if 400 <= status < 500:
+            return SendResult(
+                SendOutcome.REJECTED,
+                error_code=code or f"http_{status}",
+                error_message=message,
+                http_status=status,
+                failure_code="not_allowed" if status in (401, 403) else "invalid_request",
+            )
+        # 5xx: SERVICE_UNAVAILABLE, INTERNAL_PROCESSING_ERROR, no body, or an unknown code.
+        unresolved = SendResult(
+            SendOutcome.AMBIGUOUS,
+            error_code=code or f"http_{status}",
+            error_message=message,
+            http_status=status,
+        )
+        raise _Retry(unresolved, maybe_created=True)
+
+    # ----- transport ---------------------------------------------------------------------------
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> _Answer | _NoAnswer:
+        """One product call with the cached token; on 401 refresh the token and retry once."""
+        answer: _Answer | _NoAnswer | None = None
+        used: list[str] = []  # every token sent: none may come back in a message
+        for _ in range(2):
+            token = await self._tokens.get(self._token_key, self._fetch_token)
+            used.append(token)
+            try:
+                response = await self._http.request(
+                    method,
+                    self.base_url + path,
+                    json=json,
+                    headers={
+                        **(headers or {}),
+                        "Authorization": f"Bearer {token}",
+                        "X-Target-Environment": self._credentials.target_environment,
+                        "Ocp-Apim-Subscription-Key": self._subscription_key(),
+                        "Accept": "application/json",
+                        "User-Agent": self._user_agent,
+                    },
+                    timeout=self._timeout,
+                )
+            except _NOT_SENT as exc:
+                return _NoAnswer(False, "network_error", f"MoMo unreachable ({type(exc).__name__})")
+            except httpx.TimeoutException as exc:
+                return _NoAnswer(True, "timeout", f"no answer from MoMo ({type(exc).__name__})")
+            except httpx.RequestError as exc:
+                return _NoAnswer(True, "network_error", f"MoMo call failed ({type(exc).__name__})")
+            body = wire.json_body(response.content)
+            answer = _Answer(
+                response.status_code, body, self._error(body, tuple(used)), tuple(used)
+            )
+            if response.status_code != 401:
+                return answer
+            self._tokens.invalidate(self._token_key, token)
+        assert answer is not None
+        return answer
+
+    async def _fetch_token(self) -> tuple[str, float]:
+        if not self._subscription_key():
+            failure = QueryFailure(
+                "missing_subscription_key", "no MoMo collection subscription key configured"
+            )
+            raise _TokenError(failure, transient=False)
+        basic = base64.b64encode(
+            f"{self._credentials.api_user}:{self._credentials.api_key}".encode()
+        ).decode("ascii")
+        try:
+            response = await self._http.post(
+                self.base_url + wire.TOKEN_PATH.format(product=COLLECTION),
+                headers={
+                    "Authorization": f"Basic {basic}",
+                    "Ocp-Apim-Subscription-Key": self._subscription_key(),
+                    # optional on the legacy gateway, mandatory on momo.africa
+                    "X-Target-Environment": self._credentials.target_environment,
+                    "User-Agent": self._user_agent,
+                },
+                timeout=self._timeout,
+            )
+        except httpx.TimeoutException as exc:
+            failure = QueryFailure("timeout", f"no answer from MoMo token ({type(exc).__name__})")
+            raise _TokenError(failure, transient=True) from None
+        except httpx.RequestError as exc:
+            failure = QueryFailure(
+                "network_error", f"MoMo token endpoint unreachable ({type(exc).__name__})"
+            )
+            raise _TokenError(failure, transient=True) from None
+        body = wire.json_body(response.content)
+        status = response.status_code
+        token = body.get("access_token") if isinstance(body, dict) and status == 200 else None
+        if isinstance(token, str) and token:
+            assert isinstance(body, dict)
+            return token, _expires_in(body.get("expires_in"))
+        if status == 200:
+            failure = QueryFailure("invalid_response", "MoMo token answer without a token", 200)
+            raise _TokenError(failure, transient=True)
+        error = self._error(body, ())
+        failure = QueryFailure(
+            (error.code if error else None) or f"http_{status}",
+            (error.message if error else None)
+            or f"MoMo refused the API user credentials (HTTP {status})",
+            status,
+        )
+        # {"error": "login_failed"} comes as 401 or 500: credentials, not an outage.
+        credentials_problem = status < 500 or (error is not None and error.code == "login_failed")
+        raise _TokenError(failure, transient=not credentials_problem or status == 429)
+
+    def _subscription_key(self) -> str:
+        return self._credentials.subscription_keys.get(COLLECTION, "")
+
+    def _error(self, body: object, tokens: tuple[str, ...]) -> wire.MomoError | None:
+        error = wire.parse_error(body)
+        if error is None:
+            return None
+        return wire.MomoError(self._scrub(error.code, tokens), self._scrub(error.message, tokens))
+
+    def _scrub(self, text: str | None, tokens: tuple[str, ...]) -> str | None:
+        if text is None:
+            return None
+        return wire.scrub(text, (*self._credentials.secrets(), *tokens))
+
+
+def _ambiguous(result: SendResult, reference_id: str) -> SendResult:
+    """The request may exist at MoMo under ``reference_id``: GET it to find out."""
+    return SendResult(
+        SendOutcome.AMBIGUOUS,
+        provider_ref=reference_id,
+        error_code=result.error_code,
+        error_message=result.error_message,
+        http_status=result.http_status,
+    )
+
+
+def _expires_in(value: object) -> float:
+    try:
+        seconds = float(str(value))
+    except ValueError:
+        return DEFAULT_TOKEN_TTL
+    return seconds if 0 < seconds < 10 * DEFAULT_TOKEN_TTL else DEFAULT_TOKEN_TTL

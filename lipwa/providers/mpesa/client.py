@@ -1,0 +1,379 @@
+"""Daraja client for one merchant account: STK push, STK query, credential check.
+
+Results are values (``SendResult``, ``ProviderReport``, ``QueryFailure``); the only retry is
+the one the invalid-token answer makes safe (it proves the request was not acted on). An STK
+push whose answer is lost is never re-sent: it is reported AMBIGUOUS.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from lipwa import __version__
+from lipwa.domain.codes import mpesa_stk_result, normalise_mpesa_code
+from lipwa.providers.base import (
+    ProviderReport,
+    QueryFailure,
+    ReportState,
+    SendOutcome,
+    SendResult,
+)
+from lipwa.providers.mpesa import wire
+from lipwa.providers.mpesa.callbacks import parse_stk_callback, report_state
+from lipwa.providers.mpesa.credentials import MpesaCredentials
+from lipwa.providers.mpesa.hosts import (
+    PRODUCTION_BASE_URL,
+    SANDBOX_BASE_URL,
+    is_production_host,
+)
+from lipwa.providers.tokens import TokenCache
+
+__all__ = [
+    "PRODUCTION_BASE_URL",
+    "SANDBOX_BASE_URL",
+    "USER_AGENT",
+    "MpesaClient",
+    "is_production_host",
+    "parse_stk_callback",
+]
+
+USER_AGENT = f"lipwa/{__version__}"
+DEFAULT_TOKEN_TTL = 3599.0
+
+# Raised before the request left this process: safe to report as "not sent".
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _TokenError(Exception):
+    def __init__(self, failure: QueryFailure, transient: bool) -> None:
+        super().__init__(failure.error_message)
+        self.failure = failure
+        self.transient = transient
+
+
+@dataclass(frozen=True)
+class _NoAnswer:
+    """The call produced no HTTP answer."""
+
+    sent: bool  # False: failed before the request left (connect error); True: may have arrived
+    error_code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    body: dict[str, Any] | None
+    error: wire.DarajaError | None
+    sent_secrets: tuple[str, ...] = ()  # tokens and passwords sent, to scrub from any text
+
+
+class MpesaClient:
+    """Daraja for one merchant account (its own credentials and cached token)."""
+
+    def __init__(
+        self,
+        *,
+        account_key: str,
+        base_url: str,
+        credentials: MpesaCredentials,
+        http: httpx.AsyncClient,
+        tokens: TokenCache,
+        clock: Callable[[], datetime] = _utc_now,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        user_agent: str = USER_AGENT,
+    ) -> None:
+        self.account_key = account_key
+        self.base_url = base_url.rstrip("/")
+        self._credentials = credentials
+        self._http = http
+        self._tokens = tokens
+        self._clock = clock
+        self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
+        self._user_agent = user_agent
+        # The key changes with the app's consumer key, so rotated credentials never reuse a
+        # token minted for the old ones.
+        fingerprint = hashlib.sha256(f"{self.base_url}\n{credentials.consumer_key}".encode())
+        self._token_key = f"mpesa:{account_key}:{fingerprint.hexdigest()[:16]}"
+
+    def __repr__(self) -> str:
+        return f"MpesaClient(account_key={self.account_key!r}, base_url={self.base_url!r})"
+
+    # ----- public operations -------------------------------------------------------------------
+    async def stk_push(
+        self,
+        *,
+        amount: int,
+        phone: str,
+        account_reference: str,
+        description: str,
+        callback_url: str,
+    ) -> SendResult:
+        def body(stamp: str) -> dict[str, Any]:
+            return wire.stk_push_body(
+                self._credentials,
+                amount=amount,
+                phone=phone,
+                account_reference=account_reference,
+                description=description,
+                callback_url=callback_url,
+                stamp=stamp,
+            )
+
+        try:
+            answer = await self._post(wire.STK_PUSH_PATH, body)
+        except _TokenError as exc:
+            return SendResult(
+                SendOutcome.REJECTED,
+                error_code=exc.failure.error_code,
+                error_message=exc.failure.error_message,
+                http_status=exc.failure.http_status,
+                failure_code="provider_unavailable" if exc.transient else "not_allowed",
+                transient=exc.transient,
+            )
+        if isinstance(answer, _NoAnswer):
+            if answer.sent:
+                return SendResult(
+                    SendOutcome.AMBIGUOUS,
+                    error_code=answer.error_code,
+                    error_message=answer.message,
+                )
+            return SendResult(
+                SendOutcome.REJECTED,
+                error_code=answer.error_code,
+                error_message=answer.message,
+                failure_code="provider_unavailable",
+                transient=True,
+            )
+        return self._read_push_answer(answer)
+
+    async def stk_query(self, checkout_request_id: str) -> ProviderReport | QueryFailure:
+        def body(stamp: str) -> dict[str, Any]:
+            return wire.stk_query_body(self._credentials, checkout_request_id, stamp=stamp)
+
+        try:
+            answer = await self._post(wire.STK_QUERY_PATH, body)
+        except _TokenError as exc:
+            return exc.failure
+        if isinstance(answer, _NoAnswer):
+            return QueryFailure(answer.error_code, answer.message)
+        return self._read_query_answer(checkout_request_id, answer)
+
+    async def check_credentials(self) -> QueryFailure | None:
+        """Fetch a fresh token (bypassing the cache): None when the credentials work."""
+        try:
+            await self._fetch_token()
+        except _TokenError as exc:
+            return exc.failure
+        return None
+
+    # ----- reading answers ---------------------------------------------------------------------
+    def _read_push_answer(self, answer: _Answer) -> SendResult:
+        body, status = answer.body, answer.status
+        if 200 <= status < 300 and body is not None and answer.error is None:
+            code = body.get("ResponseCode")
+            checkout_id = body.get("CheckoutRequestID")
+            merchant_id = body.get("MerchantRequestID")
+            description = self._message(body.get("ResponseDescription"), answer.sent_secrets)
+            if code is None:
+                return SendResult(
+                    SendOutcome.AMBIGUOUS,
+                    error_message="Daraja answered without a ResponseCode",
+                    http_status=status,
+                )
+            raw_code = normalise_mpesa_code(code)
+            if raw_code != "0":
+                return SendResult(
+                    SendOutcome.REJECTED,
+                    error_code=raw_code,
+                    error_message=description,
+                    http_status=status,
+                    failure_code="rejected_by_provider",
+                )
+            if not isinstance(checkout_id, str) or not checkout_id:
+                # Accepted, but we could never match its callback or query it.
+                return SendResult(
+                    SendOutcome.AMBIGUOUS,
+                    error_code=raw_code,
+                    error_message="Daraja accepted the push without a CheckoutRequestID",
+                    http_status=status,
+                )
+            return SendResult(
+                SendOutcome.ACCEPTED,
+                provider_ref=checkout_id,
+                secondary_ref=merchant_id if isinstance(merchant_id, str) else None,
+                http_status=status,
+            )
+        if 200 <= status < 300 and answer.error is None:
+            return SendResult(
+                SendOutcome.AMBIGUOUS,
+                error_code="invalid_response",
+                error_message=f"Daraja answered HTTP {status} with a body that is not JSON",
+                http_status=status,
+            )
+        refusal = wire.classify_push_error(answer.error, status)
+        error_code = answer.error.code if answer.error else f"http_{status}"
+        message = (
+            self._message(answer.error.message)
+            if answer.error
+            else f"Daraja answered HTTP {status} without an error body"
+        )
+        return SendResult(
+            SendOutcome.AMBIGUOUS if refusal.ambiguous else SendOutcome.REJECTED,
+            error_code=error_code,
+            error_message=message,
+            http_status=status,
+            failure_code=None if refusal.ambiguous else refusal.failure_code,
+            transient=False if refusal.ambiguous else refusal.transient,
+        )
+
+    def _read_query_answer(
+        self, checkout_id: str, answer: _Answer
+    ) -> ProviderReport | QueryFailure:
+        error, body, status = answer.error, answer.body, answer.status
+        if wire.is_still_processing(error):
+            assert error is not None
+            return ProviderReport(
+                ReportState.PENDING,
+                provider_ref=checkout_id,
+                raw_code=error.code,
+                raw_message=self._message(error.message),
+            )
+        if wire.is_unknown_checkout(error):
+            assert error is not None
+            return ProviderReport(
+                ReportState.NOT_FOUND,
+                provider_ref=checkout_id,
+                raw_code=error.code,
+                raw_message=self._message(error.message),
+            )
+        if status == 200 and body is not None and error is None and "ResultCode" in body:
+            echoed = body.get("CheckoutRequestID")
+            if isinstance(echoed, str) and echoed and echoed != checkout_id:
+                return QueryFailure(
+                    "invalid_response", "Daraja answered about another CheckoutRequestID", status
+                )
+            info = mpesa_stk_result(body.get("ResultCode"))
+            state = report_state(info.state)
+            # The query never carries a receipt; its (authenticated) ResultCode 0 is final.
+            return ProviderReport(
+                state,
+                provider_ref=checkout_id,
+                raw_code=info.code,
+                raw_message=self._message(body.get("ResultDesc"), answer.sent_secrets),
+                failure_code=info.failure_code if state is ReportState.FAILED else None,
+            )
+        if error is not None:
+            return QueryFailure(error.code, self._message(error.message) or "", status)
+        return QueryFailure(
+            f"http_{status}" if status != 200 else "invalid_response",
+            f"Daraja answered HTTP {status} without a query result",
+            status,
+        )
+
+    # ----- transport ---------------------------------------------------------------------------
+    async def _post(self, path: str, body: Callable[[str], dict[str, Any]]) -> _Answer | _NoAnswer:
+        """POST with the cached token; on an invalid-token answer refresh it and retry once."""
+        answer: _Answer | _NoAnswer | None = None
+        used: list[str] = []  # every token and password sent: none may come back in a message
+        for _ in range(2):
+            token = await self._tokens.get(self._token_key, self._fetch_token)
+            payload = body(wire.timestamp(self._clock()))
+            try:
+                response = await self._http.post(
+                    self.base_url + path,
+                    json=payload,
+                    headers={
+                        "Authorization": f"Bearer {token}",
+                        "Content-Type": "application/json",
+                        "Accept": "application/json",
+                        "User-Agent": self._user_agent,
+                    },
+                    timeout=self._timeout,
+                )
+            except _NOT_SENT as exc:
+                return _NoAnswer(
+                    False, "network_error", f"Daraja unreachable ({type(exc).__name__})"
+                )
+            except httpx.TimeoutException as exc:
+                return _NoAnswer(True, "timeout", f"no answer from Daraja ({type(exc).__name__})")
+            except httpx.RequestError as exc:
+                return _NoAnswer(
+                    True, "network_error", f"Daraja call failed ({type(exc).__name__})"
+                )
+            parsed = wire.json_object(response.content)
+            used += [token, str(payload.get("Password", ""))]
+            error = wire.parse_error(parsed)
+            if error is not None:  # Daraja echoes the token in some errors: scrub it here
+                error = wire.DarajaError(error.code, self._scrub(error.message, used))
+            answer = _Answer(response.status_code, parsed, error, tuple(used))
+            if not wire.is_invalid_token(answer.error, answer.status):
+                return answer
+            self._tokens.invalidate(self._token_key, token)
+        assert answer is not None
+        return answer
+
+    async def _fetch_token(self) -> tuple[str, float]:
+        basic = base64.b64encode(
+            f"{self._credentials.consumer_key}:{self._credentials.consumer_secret}".encode()
+        ).decode("ascii")
+        try:
+            response = await self._http.get(
+                self.base_url + wire.OAUTH_PATH,
+                params={"grant_type": "client_credentials"},
+                headers={"Authorization": f"Basic {basic}", "User-Agent": self._user_agent},
+                timeout=self._timeout,
+            )
+        except httpx.TimeoutException as exc:
+            failure = QueryFailure("timeout", f"no answer from Daraja OAuth ({type(exc).__name__})")
+            raise _TokenError(failure, transient=True) from None
+        except httpx.RequestError as exc:
+            failure = QueryFailure(
+                "network_error", f"Daraja OAuth unreachable ({type(exc).__name__})"
+            )
+            raise _TokenError(failure, transient=True) from None
+        body = wire.json_object(response.content)
+        status = response.status_code
+        token = body.get("access_token") if body and status == 200 else None
+        if isinstance(token, str) and token:
+            return token, _expires_in(body.get("expires_in") if body else None)
+        if status == 200:
+            failure = QueryFailure("invalid_response", "Daraja OAuth answered without a token", 200)
+            raise _TokenError(failure, transient=True)
+        error = wire.parse_error(body)
+        message = self._message(error.message) if error else None
+        failure = QueryFailure(
+            error.code if error else f"http_{status}",
+            message or f"Daraja OAuth refused the credentials (HTTP {status})",
+            status,
+        )
+        raise _TokenError(failure, transient=status >= 500 or status == 429)
+
+    def _message(self, value: object, sent: tuple[str, ...] = ()) -> str | None:
+        if not isinstance(value, str):
+            return None
+        return self._scrub(value, sent)
+
+    def _scrub(self, text: str, sent: tuple[str, ...] | list[str]) -> str:
+        return wire.scrub(text, (*self._credentials.secrets(), *sent))
+
+
+def _expires_in(value: object) -> float:
+    """``expires_in`` arrives as "3599" or 3599; anything odd means the documented 3599."""
+    try:
+        seconds = float(str(value))
+    except ValueError:
+        return DEFAULT_TOKEN_TTL
+    return seconds if 0 < seconds < 10 * DEFAULT_TOKEN_TTL else DEFAULT_TOKEN_TTL

@@ -1,0 +1,226 @@
+"""Provider callbacks in: stored raw first, then applied once through the state machine.
+
+A callback is trusted only as far as its URL: the account's unguessable token and the payment
+id are in the path, and the body must agree with what Lipwa sent (CheckoutRequestID,
+MoMo externalId, amount). Anything else is recorded and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from lipwa.clock import utcnow
+from lipwa.domain.states import PaymentStatus, Transition
+from lipwa.providers.base import ProviderReport, ReportState
+from lipwa.providers.momo.client import parse_momo_callback
+from lipwa.providers.mpesa.client import parse_stk_callback
+from lipwa.services.transitions import Change, apply
+from lipwa.store.tables import Anomaly, InboundCallback, Payment, ProviderAccount
+
+log = structlog.get_logger("lipwa.callbacks")
+
+KEPT_HEADERS = ("content-type", "user-agent", "x-forwarded-for", "content-length")
+
+
+def change_from_report(report: ProviderReport, source: str) -> Change | None:
+    """The state change a provider report asks for, or None when it reports nothing final."""
+    if report.state is ReportState.SUCCEEDED:
+        return Change(
+            PaymentStatus.SUCCEEDED,
+            source=source,
+            receipt=report.receipt,
+            provider_code=report.raw_code,
+            provider_ref=report.provider_ref,
+        )
+    if report.state is ReportState.FAILED:
+        return Change(
+            PaymentStatus.FAILED,
+            source=source,
+            failure_code=report.failure_code or "unknown_failure",
+            failure_message=report.raw_message,
+            provider_code=report.raw_code,
+            provider_ref=report.provider_ref,
+        )
+    return None
+
+
+class CallbackService:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def receive(
+        self,
+        *,
+        token: str,
+        kind: str,
+        payment_id: str | None,
+        method: str,
+        headers: dict[str, str],
+        body: bytes,
+        remote_addr: str | None,
+    ) -> int:
+        """Persist the raw request (committed before anything else happens); returns its id."""
+        async with self._sessions() as session, session.begin():
+            row = InboundCallback(
+                account_id=None,
+                payment_id=payment_id,
+                kind=kind,
+                method=method,
+                # The token is a credential of sorts: keep only a hint of it.
+                path=f"/callbacks/{token[:4]}…/{kind}/{payment_id or ''}",
+                headers={k: v for k, v in headers.items() if k.lower() in KEPT_HEADERS},
+                body=body.decode("utf-8", errors="replace"),
+                remote_addr=remote_addr,
+                received_at=utcnow(),
+            )
+            session.add(row)
+            await session.flush()
+            callback_id = row.id
+        return callback_id
+
+    async def process(self, callback_id: int, token: str) -> str:
+        """Apply a stored callback; returns its outcome. Safe to run more than once."""
+        async with self._sessions() as session, session.begin():
+            row = await session.get(InboundCallback, callback_id)
+            if row is None or row.processed_at is not None:
+                return row.outcome or "noop" if row else "missing"
+            outcome, detail, account_id = await self._apply(session, row, token)
+            row.outcome = outcome
+            row.detail = detail[:300] if detail else None
+            row.account_id = account_id
+            row.processed_at = utcnow()
+        log.info("callback_processed", callback_id=callback_id, kind=row.kind, outcome=outcome)
+        return outcome
+
+    async def _apply(
+        self, session: AsyncSession, row: InboundCallback, token: str
+    ) -> tuple[str, str | None, str | None]:
+        account = await session.scalar(
+            select(ProviderAccount).where(ProviderAccount.callback_token == token)
+        )
+        if account is None:
+            return "forged", "no account has this callback token", None
+        expected_provider = "mpesa" if row.kind == "stk" else "momo"
+        if account.provider != expected_provider:
+            return "forged", "callback kind does not match the account's provider", account.id
+        try:
+            payload: Any = json.loads(row.body) if row.body else None
+        except ValueError:
+            return "invalid", "body is not JSON", account.id
+        report, provider_ref = _parse(row.kind, payload)
+        if report is None:
+            return "invalid", "body is not a recognised callback", account.id
+        payment = await self._find_payment(session, account, row.payment_id, provider_ref)
+        if payment is None:
+            return "unmatched", f"no payment for this callback (ref {provider_ref})", account.id
+        row.payment_id = payment.id
+        mismatch = _mismatch(payment, report, provider_ref)
+        if mismatch:
+            await self._anomaly(session, payment, "callback_mismatch", mismatch, report)
+            return "anomaly", mismatch, account.id
+        change = change_from_report(report, "callback")
+        if change is None:
+            return "noop", f"provider reports {report.state.value}", account.id
+        decision = await apply(session, payment.id, change)
+        return decision.value, None, account.id
+
+    async def _find_payment(
+        self,
+        session: AsyncSession,
+        account: ProviderAccount,
+        payment_id: str | None,
+        provider_ref: str | None,
+    ) -> Payment | None:
+        if payment_id:
+            payment = await session.get(Payment, payment_id)
+            if payment is not None and payment.account_id == account.id:
+                return payment
+        if provider_ref:
+            found: Payment | None = await session.scalar(
+                select(Payment).where(
+                    Payment.account_id == account.id, Payment.provider_ref == provider_ref
+                )
+            )
+            return found
+        return None
+
+    async def _anomaly(
+        self,
+        session: AsyncSession,
+        payment: Payment,
+        kind: str,
+        detail: str,
+        report: ProviderReport,
+    ) -> None:
+        session.add(
+            Anomaly(
+                merchant_id=payment.merchant_id,
+                payment_id=payment.id,
+                kind=kind,
+                detail={
+                    "detail": detail,
+                    "reported_state": report.state.value,
+                    "provider_code": report.raw_code,
+                    "receipt": report.receipt,
+                    "amount": str(report.amount) if report.amount is not None else None,
+                },
+                created_at=utcnow(),
+            )
+        )
+
+    async def unprocessed(self, older_than_s: float = 5.0, limit: int = 100) -> list[int]:
+        """Callbacks stored but never applied (the process died in between)."""
+        from datetime import timedelta
+
+        cutoff = utcnow() - timedelta(seconds=older_than_s)
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(InboundCallback.id)
+                .where(InboundCallback.processed_at.is_(None), InboundCallback.received_at < cutoff)
+                .order_by(InboundCallback.id)
+                .limit(limit)
+            )
+            return list(rows)
+
+    async def mark_unprocessable(self, callback_id: int, reason: str) -> None:
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(InboundCallback)
+                .where(InboundCallback.id == callback_id)
+                .values(outcome="invalid", detail=reason[:300], processed_at=utcnow())
+            )
+
+
+def _parse(kind: str, payload: Any) -> tuple[ProviderReport | None, str | None]:
+    if kind == "stk":
+        parsed = parse_stk_callback(payload)
+        if parsed is None:
+            return None, None
+        checkout_id, report = parsed
+        return report, checkout_id
+    return parse_momo_callback(payload), None
+
+
+def _mismatch(payment: Payment, report: ProviderReport, provider_ref: str | None) -> str | None:
+    """Why this callback cannot be about this payment, or None when it agrees."""
+    if provider_ref and payment.provider_ref and provider_ref != payment.provider_ref:
+        return "CheckoutRequestID does not match the payment"
+    if report.external_id is not None and report.external_id != payment.id:
+        return "externalId does not match the payment"
+    if (
+        report.state is ReportState.SUCCEEDED
+        and report.amount is not None
+        and Decimal(report.amount) != payment.amount
+    ):
+        return f"amount {report.amount} differs from the payment's {payment.amount}"
+    return None
+
+
+# Exposed for the worker and status queries.
+__all__ = ["CallbackService", "Transition", "change_from_report"]

@@ -1,0 +1,370 @@
+"""Collect money from a phone: validate, write ahead, send, record what the provider said."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from lipwa.clock import utcnow
+from lipwa.domain.errors import DomainError
+from lipwa.domain.ids import new_id
+from lipwa.domain.money import check_amount, parse_amount, rule_for, to_provider_units
+from lipwa.domain.phones import Phone, normalise_phone, provider_for_network
+from lipwa.domain.states import PaymentStatus
+from lipwa.errors import ApiError, invalid
+from lipwa.providers.base import SendOutcome, SendResult
+from lipwa.services.accounts import Caller, callback_base
+from lipwa.services.providers import ProviderRegistry
+from lipwa.services.transitions import Change, add_event, apply, payment_view
+from lipwa.store.tables import IdempotencyKey, Merchant, Payment, ProviderAccount
+
+log = structlog.get_logger("lipwa.collect")
+
+# Daraja's own field limits (daraja.md §2.1).
+MPESA_ACCOUNT_REFERENCE_MAX = 12
+MPESA_DESCRIPTION_MAX = 13
+MOMO_MESSAGE_MAX = 160
+COUNTRY_FOR_CURRENCY = {"KES": "KE", "RWF": "RW", "UGX": "UG"}
+
+
+class PaymentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    amount: Any = Field(description='Decimal string in the currency\'s major unit, e.g. "100".')
+    currency: str = Field(min_length=3, max_length=3, examples=["KES"])
+    phone: Any = Field(description="Payer's number in any common form.", examples=["0708374149"])
+    reference: str = Field(min_length=1, max_length=100, description="Your own order reference.")
+    description: str = Field("", max_length=255)
+    account_reference: str | None = Field(
+        None,
+        max_length=100,
+        description="What the payer's prompt shows (M-Pesa: at most 12 characters). "
+        "Defaults to reference when that fits.",
+    )
+    country: str | None = Field(
+        None, min_length=2, max_length=2, description="Country for local numbers (07…)."
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: int
+    body: dict[str, Any]
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated request: everything needed to write ahead and send."""
+
+    account: ProviderAccount
+    phone: Phone
+    amount: Decimal
+    currency: str
+    provider_reference: str
+    provider_description: str
+
+
+def request_hash(body: dict[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class CollectService:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        registry: ProviderRegistry,
+        public_url: str,
+        first_check_after_s: float = 20.0,
+        idempotency_wait_s: float = 15.0,
+    ) -> None:
+        self._sessions = sessions
+        self._registry = registry
+        self._public_url = public_url
+        self._first_check = timedelta(seconds=first_check_after_s)
+        self._idempotency_wait_s = idempotency_wait_s
+
+    # ----- validation (reads only) ----------------------------------------------------------
+    async def plan(self, session: AsyncSession, caller: Caller, data: PaymentIn) -> Plan:
+        currency = data.currency.upper()
+        country = (data.country or COUNTRY_FOR_CURRENCY.get(currency) or "").upper() or None
+        try:
+            phone = normalise_phone(data.phone, default_country=country)
+        except DomainError as exc:
+            raise invalid(exc.code, exc.message, exc.param or "phone") from exc
+        provider = provider_for_network(phone.network)
+        if provider is None:
+            raise invalid(
+                "unsupported_network",
+                f"{phone.network.value} numbers cannot be charged: Lipwa serves M-Pesa "
+                "(Safaricom) and MTN MoMo",
+                "phone",
+            )
+        merchant = await session.get(Merchant, caller.merchant_id)
+        if merchant is None:  # the key outlived its merchant
+            raise ApiError(401, "authentication_error", "invalid_api_key", "Invalid API key")
+        accounts = list(
+            await session.scalars(
+                select(ProviderAccount).where(
+                    ProviderAccount.merchant_id == caller.merchant_id,
+                    ProviderAccount.provider == provider,
+                    ProviderAccount.environment == caller.environment,
+                    ProviderAccount.status == "active",
+                )
+            )
+        )
+        if not accounts:
+            raise invalid(
+                "no_account_for_network",
+                f"This merchant has no active {provider} {caller.environment} account for "
+                f"{phone.network.value} numbers (a {caller.mode} key uses {caller.environment} "
+                "accounts only)",
+                "phone",
+            )
+        matching = [a for a in accounts if a.currency == currency]
+        if not matching:
+            offered = ", ".join(sorted({a.currency for a in accounts}))
+            raise invalid(
+                "currency_not_supported",
+                f"{provider} accounts for this number take {offered}, not {currency}",
+                "currency",
+            )
+        account = matching[0]
+        try:
+            amount = parse_amount(data.amount, currency)
+            check_amount(
+                amount, rule_for(provider, currency, merchant.settings.get("limits")), currency
+            )
+        except DomainError as exc:
+            raise invalid(exc.code, exc.message, exc.param or "amount") from exc
+        provider_reference, provider_description = _provider_texts(provider, data)
+        return Plan(account, phone, amount, currency, provider_reference, provider_description)
+
+    # ----- the use case ---------------------------------------------------------------------
+    async def create(self, caller: Caller, data: PaymentIn, idempotency_key: str) -> Outcome:
+        body = data.model_dump(mode="json")
+        digest = request_hash(body)
+        async with self._sessions() as session:
+            replay = await self._replay(session, caller, idempotency_key, digest)
+            if replay is not None:
+                return replay
+            plan = await self.plan(session, caller, data)
+        payment = await self._write_ahead(caller, data, plan, idempotency_key, digest)
+        if payment is None:  # a concurrent twin claimed the key first
+            return await self._wait_for_twin(caller, idempotency_key, digest)
+        result = await self._send(plan, payment)
+        return await self._record(caller, payment, result, idempotency_key)
+
+    async def _replay(
+        self, session: AsyncSession, caller: Caller, key: str, digest: str
+    ) -> Outcome | None:
+        row = await session.get(IdempotencyKey, (caller.merchant_id, key), populate_existing=True)
+        if row is None:
+            return None
+        if row.request_hash != digest or row.method_path != "POST /v1/payments":
+            raise ApiError(
+                409,
+                "idempotency_error",
+                "idempotency_key_reused",
+                "This Idempotency-Key was used with a different request body",
+                "Idempotency-Key",
+            )
+        if row.state == "done" and row.response_body is not None:
+            return Outcome(row.response_status or 200, row.response_body, replayed=True)
+        return None
+
+    async def _wait_for_twin(self, caller: Caller, key: str, digest: str) -> Outcome:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._idempotency_wait_s
+        delay = 0.02
+        while loop.time() < deadline:
+            async with self._sessions() as session:
+                replay = await self._replay(session, caller, key, digest)
+            if replay is not None:
+                return replay
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        raise ApiError(
+            409,
+            "idempotency_error",
+            "idempotency_in_progress",
+            "A request with this Idempotency-Key is still being processed; retry shortly",
+            "Idempotency-Key",
+        )
+
+    async def _write_ahead(
+        self, caller: Caller, data: PaymentIn, plan: Plan, key: str, digest: str
+    ) -> Payment | None:
+        """Claim the key and store the pending payment in one transaction, before any call."""
+        now = utcnow()
+        account = plan.account
+        request_id = str(uuid.uuid4())
+        payment = Payment(
+            id=new_id("pay"),
+            merchant_id=caller.merchant_id,
+            account_id=account.id,
+            mode=caller.mode,
+            provider=account.provider,
+            channel="prompt",
+            status=PaymentStatus.PENDING.value,
+            amount=plan.amount,
+            currency=plan.currency,
+            phone=plan.phone.msisdn,
+            network=plan.phone.network.value,
+            reference=data.reference,
+            description=data.description,
+            provider_reference=plan.provider_reference,
+            provider_description=plan.provider_description,
+            meta=data.metadata,
+            provider_request_id=request_id,
+            # MoMo's reference is ours and known now; Daraja's CheckoutRequestID comes back.
+            provider_ref=request_id if account.provider == "momo" else None,
+            send_state="not_sent",
+            check_attempts=0,
+            next_check_at=now + self._first_check,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            async with self._sessions() as session, session.begin():
+                session.add(
+                    IdempotencyKey(
+                        merchant_id=caller.merchant_id,
+                        key=key,
+                        method_path="POST /v1/payments",
+                        request_hash=digest,
+                        state="in_progress",
+                        created_at=now,
+                    )
+                )
+                await session.flush()
+                session.add(payment)
+                await session.flush()
+                await add_event(session, payment, "payment.created")
+        except IntegrityError:
+            return None
+        return payment
+
+    async def _send(self, plan: Plan, payment: Payment) -> SendResult:
+        account = plan.account
+        base = callback_base(self._public_url, account)
+        try:
+            if account.provider == "mpesa":
+                return await self._registry.mpesa(account).stk_push(
+                    amount=int(plan.amount),
+                    phone=plan.phone.msisdn,
+                    account_reference=plan.provider_reference,
+                    description=plan.provider_description,
+                    callback_url=f"{base}/stk/{payment.id}",
+                )
+            return await self._registry.momo(account).request_to_pay(
+                reference_id=payment.provider_request_id,
+                amount=to_provider_units(plan.amount),
+                currency=plan.currency,
+                msisdn=plan.phone.msisdn,
+                external_id=payment.id,
+                payer_message=plan.provider_description,
+                payee_note=plan.provider_reference,
+                callback_url=f"{base}/momo/{payment.id}",
+            )
+        except Exception as exc:  # a bug must not lose the payment: treat as ambiguous
+            log.exception("provider_call_crashed", payment_id=payment.id)
+            return SendResult(SendOutcome.AMBIGUOUS, error_message=type(exc).__name__)
+
+    async def _record(
+        self, caller: Caller, payment: Payment, result: SendResult, key: str
+    ) -> Outcome:
+        now = utcnow()
+        async with self._sessions() as session, session.begin():
+            values: dict[str, Any] = {"send_state": _SEND_STATE[result.outcome], "updated_at": now}
+            if result.provider_ref and payment.provider_ref is None:
+                values["provider_ref"] = result.provider_ref
+            if result.secondary_ref:
+                values["provider_secondary_ref"] = result.secondary_ref
+            await session.execute(
+                update(Payment)
+                .where(Payment.id == payment.id)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            if result.outcome is SendOutcome.REJECTED:
+                await apply(
+                    session,
+                    payment.id,
+                    Change(
+                        PaymentStatus.FAILED,
+                        source="send",
+                        failure_code=result.failure_code or "rejected_by_provider",
+                        failure_message=result.error_message,
+                        provider_code=result.error_code,
+                    ),
+                )
+            elif result.outcome is SendOutcome.AMBIGUOUS:
+                await apply(
+                    session,
+                    payment.id,
+                    Change(
+                        PaymentStatus.UNKNOWN,
+                        source="send",
+                        provider_code=result.error_code,
+                        next_check_at=now + self._first_check,
+                    ),
+                )
+            fresh = await session.get(Payment, payment.id, populate_existing=True)
+            assert fresh is not None
+            view = payment_view(fresh)
+            await session.execute(
+                update(IdempotencyKey)
+                .where(IdempotencyKey.merchant_id == caller.merchant_id, IdempotencyKey.key == key)
+                .values(state="done", response_status=201, response_body=view)
+            )
+        log.info(
+            "payment_sent",
+            payment_id=payment.id,
+            provider=payment.provider,
+            outcome=result.outcome.value,
+            provider_code=result.error_code,
+        )
+        return Outcome(201, view)
+
+
+_SEND_STATE = {
+    SendOutcome.ACCEPTED: "sent",
+    SendOutcome.REJECTED: "rejected",
+    SendOutcome.AMBIGUOUS: "ambiguous",
+}
+
+
+def _provider_texts(provider: str, data: PaymentIn) -> tuple[str, str]:
+    """What the payer's prompt shows; Daraja's limits are enforced visibly, never silently."""
+    if provider == "mpesa":
+        account_reference = data.account_reference or data.reference
+        if len(account_reference) > MPESA_ACCOUNT_REFERENCE_MAX:
+            param = "account_reference" if data.account_reference else "reference"
+            raise invalid(
+                "account_reference_too_long",
+                f"M-Pesa shows at most {MPESA_ACCOUNT_REFERENCE_MAX} characters of the account "
+                f"reference and {param} has {len(account_reference)}: send account_reference "
+                f"(at most {MPESA_ACCOUNT_REFERENCE_MAX} characters) for the prompt",
+                param,
+            )
+        # TransactionDesc is cut to Daraja's 13 characters; the response shows what was sent.
+        description = (data.description or data.reference)[:MPESA_DESCRIPTION_MAX]
+        return account_reference, description
+    # MoMo refuses apostrophes and messages over 160 characters.
+    reference = (data.account_reference or data.reference).replace("'", "")[:MOMO_MESSAGE_MAX]
+    description = (data.description or data.reference).replace("'", "")[:MOMO_MESSAGE_MAX]
+    return reference, description

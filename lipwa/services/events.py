@@ -1,0 +1,80 @@
+"""Reading events (the outbox), for merchants who poll instead of receiving webhooks."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from lipwa.clock import isoformat
+from lipwa.errors import invalid, not_found
+from lipwa.services.accounts import Caller
+from lipwa.store.tables import Event
+
+
+def event_view(event: Event) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "object": "event",
+        "type": event.type,
+        "resource_id": event.resource_id,
+        "livemode": event.mode == "live",
+        "created_at": isoformat(event.created_at),
+        "data": event.data,
+    }
+
+
+async def get_event(session: AsyncSession, caller: Caller, event_id: str) -> Event:
+    event = await session.get(Event, event_id)
+    if event is None or event.merchant_id != caller.merchant_id or event.mode != caller.mode:
+        raise not_found("event", event_id)
+    return event
+
+
+async def list_events(
+    session: AsyncSession,
+    caller: Caller,
+    *,
+    type_: str | None = None,
+    resource_id: str | None = None,
+    limit: int = 20,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """Oldest first, so a poller can keep its cursor and never miss one."""
+    query = select(Event).where(Event.merchant_id == caller.merchant_id, Event.mode == caller.mode)
+    if type_:
+        query = query.where(Event.type == type_)
+    if resource_id:
+        query = query.where(Event.resource_id == resource_id)
+    if cursor:
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            created_iso, ident = json.loads(raw)
+        except (ValueError, TypeError, binascii.Error) as exc:
+            raise invalid(
+                "invalid_cursor", "cursor is not one this API returned", "cursor"
+            ) from exc
+        from datetime import datetime
+
+        created = datetime.fromisoformat(created_iso)
+        query = query.where(
+            or_(Event.created_at > created, and_(Event.created_at == created, Event.id > ident))
+        )
+    rows = list(await session.scalars(query.order_by(Event.created_at, Event.id).limit(limit + 1)))
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = None
+    if rows:
+        last = rows[-1]
+        raw = json.dumps([last.created_at.isoformat(), last.id]).encode()
+        next_cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return {
+        "object": "list",
+        "data": [event_view(e) for e in rows],
+        "has_more": has_more,
+        "next_cursor": next_cursor,
+    }

@@ -1,0 +1,178 @@
+"""The one idempotent path by which a payment changes state, with its event (outbox).
+
+Callbacks, status queries, send results and expiry all come through ``apply``. The update is
+conditional on the current status, so two reports racing each other can never both win, and
+the event is written in the same transaction as the change it reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from lipwa.clock import isoformat, utcnow
+from lipwa.domain.ids import new_id
+from lipwa.domain.money import format_amount
+from lipwa.domain.states import PaymentStatus, Transition, decide_transition
+from lipwa.store.tables import Anomaly, Event, Payment, WebhookDelivery, WebhookEndpoint
+
+OPEN_STATUSES = (PaymentStatus.PENDING.value, PaymentStatus.UNKNOWN.value)
+
+
+def payment_view(payment: Payment) -> dict[str, Any]:
+    return {
+        "id": payment.id,
+        "object": "payment",
+        "status": payment.status,
+        "amount": format_amount(payment.amount, payment.currency),
+        "currency": payment.currency,
+        "phone": payment.phone,
+        "network": payment.network,
+        "provider": payment.provider,
+        "account_id": payment.account_id,
+        "channel": payment.channel,
+        "reference": payment.reference,
+        "description": payment.description,
+        "provider_reference": payment.provider_reference,
+        "provider_description": payment.provider_description,
+        "metadata": payment.meta,
+        "receipt": payment.receipt,
+        "failure_code": payment.failure_code,
+        "failure_message": payment.failure_message,
+        "provider_code": payment.provider_code,
+        "resolved_by": payment.resolved_by,
+        "mode": payment.mode,
+        "livemode": payment.mode == "live",
+        "created_at": isoformat(payment.created_at),
+        "updated_at": isoformat(payment.updated_at),
+        "finalized_at": isoformat(payment.finalized_at),
+    }
+
+
+async def add_event(session: AsyncSession, payment: Payment, type_: str) -> Event:
+    """Write the event and one delivery per subscribed webhook endpoint (the outbox)."""
+    now = utcnow()
+    event = Event(
+        id=new_id("evt"),
+        merchant_id=payment.merchant_id,
+        mode=payment.mode,
+        type=type_,
+        resource_id=payment.id,
+        data={"object": payment_view(payment)},
+        created_at=now,
+    )
+    session.add(event)
+    endpoints = await session.scalars(
+        select(WebhookEndpoint).where(
+            WebhookEndpoint.merchant_id == payment.merchant_id,
+            WebhookEndpoint.mode == payment.mode,
+            WebhookEndpoint.status == "enabled",
+        )
+    )
+    for endpoint in endpoints:
+        if "*" in endpoint.event_types or type_ in endpoint.event_types:
+            session.add(
+                WebhookDelivery(
+                    id=new_id("whd"),
+                    merchant_id=payment.merchant_id,
+                    event_id=event.id,
+                    endpoint_id=endpoint.id,
+                    status="pending",
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+            )
+    return event
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a provider says the payment became (already normalised)."""
+
+    status: PaymentStatus
+    source: str  # callback | query | send | expiry
+    receipt: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    provider_code: str | None = None
+    provider_ref: str | None = None
+    next_check_at: datetime | None = None
+
+
+async def apply(session: AsyncSession, payment_id: str, change: Change) -> Transition:
+    """Apply ``change`` to the payment inside the caller's transaction."""
+    for _ in range(3):
+        decision = await _apply_once(session, payment_id, change)
+        if decision is not None:
+            return decision
+    return Transition.NOOP
+
+
+async def _apply_once(session: AsyncSession, payment_id: str, change: Change) -> Transition | None:
+    """One attempt; None when a concurrent writer changed the row between read and write."""
+    payment = await session.get(Payment, payment_id, populate_existing=True)
+    if payment is None:
+        raise LookupError(payment_id)
+    current = PaymentStatus(payment.status)
+    decision = decide_transition(
+        current,
+        change.status,
+        current_failure=payment.failure_code,
+        reported_failure=change.failure_code,
+    )
+    if decision is Transition.ANOMALY:
+        session.add(
+            Anomaly(
+                merchant_id=payment.merchant_id,
+                payment_id=payment.id,
+                kind="contradicting_report",
+                detail={
+                    "current_status": payment.status,
+                    "reported_status": change.status.value,
+                    "source": change.source,
+                    "provider_code": change.provider_code,
+                    "receipt": change.receipt,
+                },
+                created_at=utcnow(),
+            )
+        )
+        return decision
+    if decision is Transition.NOOP:
+        return decision
+    now = utcnow()
+    final = change.status in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED)
+    values: dict[str, Any] = {
+        "status": change.status.value,
+        "updated_at": now,
+        "provider_code": change.provider_code or payment.provider_code,
+    }
+    if change.provider_ref and not payment.provider_ref:
+        values["provider_ref"] = change.provider_ref
+    if final:
+        values.update(
+            receipt=change.receipt,
+            failure_code=change.failure_code,
+            failure_message=change.failure_message,
+            resolved_by=change.source,
+            finalized_at=now,
+            next_check_at=None,
+        )
+    else:
+        values["next_check_at"] = change.next_check_at
+    # Conditional on the status we read: a concurrent writer makes this a no-op.
+    result = await session.execute(
+        update(Payment)
+        .where(Payment.id == payment.id, Payment.status == payment.status)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    await session.refresh(payment)
+    await add_event(session, payment, f"payment.{payment.status}")
+    return decision

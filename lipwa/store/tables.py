@@ -1,0 +1,290 @@
+"""The database schema. Every merchant-owned row carries ``merchant_id``; queries filter on it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Money = Numeric(20, 4)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every database (SQLite drops the zone on the way back)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Time = UTCDateTime()
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSON,
+        datetime: Time,
+        Decimal: Money,
+    }
+
+
+class Merchant(Base):
+    __tablename__ = "merchants"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # Per-merchant policy overrides (amount limits per currency, ...), plain JSON.
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+
+
+class ProviderAccount(Base):
+    __tablename__ = "provider_accounts"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    provider: Mapped[str] = mapped_column(String(16))  # mpesa | momo
+    environment: Mapped[str] = mapped_column(String(16))  # sandbox | production
+    label: Mapped[str] = mapped_column(String(200), default="")
+    base_url: Mapped[str] = mapped_column(String(500))
+    currency: Mapped[str] = mapped_column(String(3))
+    # Non-secret settings (shortcode, kind, till number, target environment, ...).
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Secrets sealed by the vault; bound to this row's id.
+    secrets_sealed: Mapped[str] = mapped_column(Text)
+    key_version: Mapped[str] = mapped_column(String(16))
+    # Unguessable path segment of this account's callback URLs.
+    callback_token: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | disabled
+    setup_status: Mapped[str] = mapped_column(String(16), default="pending")
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    mode: Mapped[str] = mapped_column(String(8))  # test | live
+    # SHA-256 of the whole key; the key itself is shown once and never stored.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(32))  # "lw_test_…a1b2" for display
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class Payment(Base):
+    __tablename__ = "payments"
+    __table_args__ = (
+        Index("ix_payments_merchant_created", "merchant_id", "created_at", "id"),
+        Index("ix_payments_merchant_reference", "merchant_id", "reference"),
+        Index("ix_payments_due", "next_check_at"),
+        Index("ix_payments_merchant_phone_created", "merchant_id", "phone", "created_at"),
+        UniqueConstraint("account_id", "provider_ref", name="uq_payments_account_provider_ref"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    account_id: Mapped[str] = mapped_column(ForeignKey("provider_accounts.id"), index=True)
+    mode: Mapped[str] = mapped_column(String(8))
+    provider: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(16), default="prompt")  # prompt | c2b
+    status: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[Decimal]
+    currency: Mapped[str] = mapped_column(String(3))
+    phone: Mapped[str] = mapped_column(String(20))  # digits with country code
+    network: Mapped[str] = mapped_column(String(20))
+    reference: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(String(255), default="")
+    # What the provider is shown (Daraja AccountReference / TransactionDesc, MoMo messages).
+    provider_reference: Mapped[str] = mapped_column(String(100), default="")
+    provider_description: Mapped[str] = mapped_column(String(160), default="")
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    # Write-ahead: our request id is stored before the call (MoMo X-Reference-Id).
+    provider_request_id: Mapped[str] = mapped_column(String(64))
+    provider_ref: Mapped[str | None] = mapped_column(String(100))  # CheckoutRequestID, ...
+    provider_secondary_ref: Mapped[str | None] = mapped_column(String(100))
+    # not_sent | sent | rejected | ambiguous: what we know of the provider call itself.
+    send_state: Mapped[str] = mapped_column(String(16), default="not_sent")
+    receipt: Mapped[str | None] = mapped_column(String(64))
+    failure_code: Mapped[str | None] = mapped_column(String(40))
+    failure_message: Mapped[str | None] = mapped_column(String(300))
+    provider_code: Mapped[str | None] = mapped_column(String(40))
+    resolved_by: Mapped[str | None] = mapped_column(String(16))  # callback | query | expiry
+    next_check_at: Mapped[datetime | None]
+    check_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    finalized_at: Mapped[datetime | None]
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    method_path: Mapped[str] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))  # in_progress | done
+    response_status: Mapped[int | None]
+    response_body: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime]
+
+
+class InboundCallback(Base):
+    """Every request that reached a callback URL, stored raw before it is answered."""
+
+    __tablename__ = "inbound_callbacks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    payment_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(500))
+    headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    body: Mapped[str] = mapped_column(Text)
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    received_at: Mapped[datetime]
+    # applied | noop | anomaly | unmatched | forged | invalid
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(String(300))
+    processed_at: Mapped[datetime | None]
+
+
+class Event(Base):
+    """Outbox: written in the same transaction as the state change it reports."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_merchant_created", "merchant_id", "created_at", "id"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    mode: Mapped[str] = mapped_column(String(8))
+    type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(40), index=True)
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
+class Anomaly(Base):
+    """A provider report that contradicts a final state; kept for an operator."""
+
+    __tablename__ = "anomalies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    payment_id: Mapped[str] = mapped_column(String(40), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
+class WebhookEndpoint(Base):
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    mode: Mapped[str] = mapped_column(String(8))
+    url: Mapped[str] = mapped_column(String(1000))
+    # Event types it receives; ["*"] for all.
+    event_types: Mapped[list[str]] = mapped_column(JSON)
+    # Signing secrets sealed by the vault: {"current": …, "previous": [… during rotation]}.
+    secrets_sealed: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="enabled")  # enabled | disabled
+    description: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class WebhookDelivery(Base):
+    """One event owed to one endpoint; written with the event, retried until delivered."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "endpoint_id", name="uq_webhook_deliveries_event_endpoint"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id"), index=True)
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    last_status_code: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+
+
+class WebhookAttempt(Base):
+    __tablename__ = "webhook_attempts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("webhook_deliveries.id"), index=True)
+    attempted_at: Mapped[datetime]
+    status_code: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(String(300))
+    duration_ms: Mapped[int]
+
+
+class Flag(Base):
+    """Kill switches and rollouts. ``key``: gateway | provider:<p> | merchant:<id> |
+    account:<id> | rollout:<provider>."""
+
+    __tablename__ = "flags"
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    enabled: Mapped[bool]
+    percentage: Mapped[int | None]
+    reason: Mapped[str] = mapped_column(String(300), default="")
+    updated_by: Mapped[str] = mapped_column(String(100))
+    updated_at: Mapped[datetime]
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(100))
+    target: Mapped[str] = mapped_column(String(200))
+    merchant_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    reason: Mapped[str] = mapped_column(String(300), default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class WorkerHeartbeat(Base):
+    __tablename__ = "worker_heartbeats"
+    worker_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    started_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)

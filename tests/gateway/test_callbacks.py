@@ -1,0 +1,187 @@
+"""Callbacks that misbehave: duplicated, late, reordered, unknown, forged, contradicting."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from lipwa.simulator.core import Simulator
+from tests.gateway.conftest import Merchant, db_rows, events_for
+
+
+def set_faults(sim_url: str, **faults: float) -> None:
+    httpx.put(f"{sim_url}/_sim/faults", json=faults).raise_for_status()
+
+
+def stk_callback(
+    checkout_id: str, result_code: int, receipt: str | None = None, amount: float = 10.0
+) -> dict[str, Any]:
+    callback: dict[str, Any] = {
+        "MerchantRequestID": "1-2-3",
+        "CheckoutRequestID": checkout_id,
+        "ResultCode": result_code,
+        "ResultDesc": "test",
+    }
+    if result_code == 0:
+        callback["CallbackMetadata"] = {
+            "Item": [
+                {"Name": "Amount", "Value": amount},
+                {"Name": "MpesaReceiptNumber", "Value": receipt or "SIM0000001"},
+                {"Name": "Balance"},
+                {"Name": "TransactionDate", "Value": 20261122101010},
+                {"Name": "PhoneNumber", "Value": 254708374149},
+            ]
+        }
+    return {"Body": {"stkCallback": callback}}
+
+
+def checkout_id_of(database_url: str, payment_id: str) -> str:
+    rows = db_rows(database_url, "SELECT provider_ref FROM payments WHERE id = :id", id=payment_id)
+    return str(rows[0]["provider_ref"])
+
+
+def test_duplicated_callbacks_change_state_once(
+    merchant: Merchant, sim: Simulator, sim_url: str
+) -> None:
+    set_faults(sim_url, callback_duplicate_pct=100)
+    payment = merchant.pay(amount="10", currency="KES", phone="0708374149").json()
+    assert merchant.wait_final(payment["id"])["status"] == "succeeded"
+    momo = merchant.pay(amount="3", currency="EUR", phone="+46733123470").json()
+    assert merchant.wait_final(momo["id"])["status"] == "succeeded"
+    time.sleep(0.5)  # let the twins arrive
+    assert sum(1 for c in sim.callbacks if c.duplicate and c.status_code == 200) >= 2
+    for pid in (payment["id"], momo["id"]):
+        assert events_for(merchant, pid) == ["payment.created", "payment.succeeded"]
+
+
+def test_late_and_reordered_callbacks_still_land(
+    merchant: Merchant, sim: Simulator, sim_url: str
+) -> None:
+    set_faults(sim_url, callback_delay_min_s=0.3, callback_delay_max_s=1.0, callback_reorder_pct=50)
+    ids = [
+        merchant.pay(amount="10", currency="KES", phone=f"07083741{i:02d}").json()["id"]
+        for i in range(6)
+    ]
+    finals = [merchant.wait_final(pid, timeout=15) for pid in ids]
+    assert [p["status"] for p in finals] == ["succeeded"] * 6
+    assert len({p["receipt"] for p in finals}) == 6
+
+
+def test_unknown_callback_is_recorded_and_changes_nothing(
+    merchant: Merchant, gateway: Any, database_url: str
+) -> None:
+    payment = merchant.pay(amount="10", currency="KES", phone="0708374149").json()
+    merchant.wait_final(payment["id"])
+    response = httpx.post(
+        f"{gateway.url}/callbacks/not-a-real-token-123/stk/{payment['id']}",
+        json=stk_callback("ws_CO_forged", 1032),
+    )
+    assert response.status_code == 200
+    rows = db_rows(
+        database_url,
+        "SELECT outcome FROM inbound_callbacks WHERE payment_id = :id ORDER BY id",
+        id=payment["id"],
+    )
+    assert rows[-1]["outcome"] == "forged"
+    assert merchant.wait_final(payment["id"])["status"] == "succeeded"
+
+
+def test_forged_callback_on_a_real_url_changes_nothing(
+    merchant: Merchant, sim: Simulator, sim_url: str, database_url: str
+) -> None:
+    httpx.put(
+        f"{sim_url}/_sim/scenario",
+        json={"provider": "mpesa", "phone": "254708374100", "outcome": "pending_forever"},
+    ).raise_for_status()
+    payment = merchant.pay(amount="10", currency="KES", phone="0708374100").json()
+    time.sleep(0.5)
+    url = f"{merchant.accounts['mpesa']['callback_url']}/stk/{payment['id']}"
+    forged = httpx.post(url, json=stk_callback("ws_CO_not_the_real_one", 0, "FAKE000001"))
+    assert forged.status_code == 200
+    wrong_amount = httpx.post(
+        url, json=stk_callback(checkout_id_of(database_url, payment["id"]), 0, "FAKE000002", 9999.0)
+    )
+    assert wrong_amount.status_code == 200
+    with merchant.client() as c:
+        assert c.get(f"/v1/payments/{payment['id']}").json()["status"] == "pending"
+    anomalies = db_rows(
+        database_url, "SELECT kind FROM anomalies WHERE payment_id = :id", id=payment["id"]
+    )
+    assert [a["kind"] for a in anomalies] == ["callback_mismatch", "callback_mismatch"]
+
+
+def test_final_state_never_changes_contradiction_is_an_anomaly(
+    merchant: Merchant, database_url: str
+) -> None:
+    payment = merchant.pay(amount="10", currency="KES", phone="0708374149").json()
+    final = merchant.wait_final(payment["id"])
+    assert final["status"] == "succeeded"
+    url = f"{merchant.accounts['mpesa']['callback_url']}/stk/{payment['id']}"
+    late = httpx.post(url, json=stk_callback(checkout_id_of(database_url, payment["id"]), 1032))
+    assert late.status_code == 200
+    again = merchant.wait_final(payment["id"])
+    assert again["status"] == "succeeded"
+    assert again["receipt"] == final["receipt"]
+    anomalies = db_rows(
+        database_url, "SELECT kind FROM anomalies WHERE payment_id = :id", id=payment["id"]
+    )
+    assert [a["kind"] for a in anomalies] == ["contradicting_report"]
+    assert events_for(merchant, payment["id"]) == ["payment.created", "payment.succeeded"]
+
+
+def test_callback_is_stored_raw_before_it_is_applied(merchant: Merchant, database_url: str) -> None:
+    payment = merchant.pay(amount="10", currency="KES", phone="0708374149").json()
+    merchant.wait_final(payment["id"])
+    rows = db_rows(
+        database_url,
+        "SELECT body, outcome, processed_at FROM inbound_callbacks WHERE payment_id = :id",
+        id=payment["id"],
+    )
+    assert rows and rows[0]["outcome"] == "applied"
+    assert '"stkCallback"' in rows[0]["body"]
+
+
+def test_mpesa_throttle_fails_fast_and_sends_once(
+    merchant: Merchant, sim: Simulator, sim_url: str
+) -> None:
+    set_faults(sim_url, error_pct=100)
+    response = merchant.pay(amount="10", currency="KES", phone="0708374149")
+    assert response.status_code == 201
+    payment = response.json()
+    assert payment["status"] == "failed"
+    assert payment["failure_code"] == "provider_unavailable"
+    assert payment["provider_code"] == "500.003.02"
+
+
+def test_momo_5xx_is_retried_with_the_same_reference(
+    merchant: Merchant, sim: Simulator, sim_url: str
+) -> None:
+    set_faults(sim_url, error_pct=100)
+    payment = merchant.pay(amount="3", currency="EUR", phone="+46733123470").json()
+    assert payment["status"] == "unknown"
+    posts = [
+        r
+        for r in httpx.get(
+            f"{sim_url}/_sim/requests", params={"path": "/collection/v1_0/requesttopay"}
+        ).json()["requests"]
+        if r["method"] == "POST"
+    ]
+    references = {r["headers"].get("x-reference-id") for r in posts}
+    assert len(posts) >= 2 and len(references) == 1
+
+
+def test_provider_timeout_leaves_payment_unknown_and_never_resends(
+    merchant: Merchant, sim: Simulator, sim_url: str, gateway: Any
+) -> None:
+    set_faults(sim_url, latency_ms=(gateway.settings.provider_read_timeout_s + 1.5) * 1000)
+    before = len(
+        httpx.get(f"{sim_url}/_sim/requests", params={"path": "/mpesa/stkpush"}).json()["requests"]
+    )
+    payment = merchant.pay(amount="10", currency="KES", phone="0708374149").json()
+    assert payment["status"] == "unknown"
+    after = len(
+        httpx.get(f"{sim_url}/_sim/requests", params={"path": "/mpesa/stkpush"}).json()["requests"]
+    )
+    assert after - before == 1

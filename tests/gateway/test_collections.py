@@ -1,0 +1,299 @@
+"""Collections end to end: the public API, the simulator, callbacks and the database."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from lipwa.simulator.core import Simulator
+from tests.gateway.conftest import Merchant
+
+
+def stk_pushes(sim_url: str) -> list[dict[str, Any]]:
+    rows = httpx.get(
+        f"{sim_url}/_sim/requests", params={"path": "/mpesa/stkpush/v1/processrequest"}
+    ).json()
+    return list(rows["requests"])
+
+
+def sim_record(sim: Simulator, provider: str, ref: str) -> dict[str, Any]:
+    return sim.transactions[provider][ref]
+
+
+# ----- M-Pesa -------------------------------------------------------------------------------
+def test_mpesa_payment_succeeds_with_receipt(merchant: Merchant, sim: Simulator) -> None:
+    response = merchant.pay(amount="10", currency="KES", phone="0708374149", reference="inv-1")
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert created["status"] == "pending"
+    assert created["id"].startswith("pay_")
+    assert created["amount"] == "10.00"
+    assert created["phone"] == "254708374149"
+    assert created["provider"] == "mpesa"
+    final = merchant.wait_final(created["id"])
+    assert final["status"] == "succeeded"
+    assert final["resolved_by"] == "callback"
+    assert final["receipt"]
+    checkout_ids = [
+        r for r, t in sim.transactions["mpesa"].items() if t.get("receipt") == final["receipt"]
+    ]
+    assert len(checkout_ids) == 1
+
+
+@pytest.mark.parametrize(
+    ("last_four", "failure_code", "raw_code"),
+    [
+        ("1032", "payer_declined", "1032"),
+        ("1037", "payer_unreachable", "1037"),
+        ("0001", "insufficient_funds", "1"),
+        ("2001", "wrong_pin", "2001"),
+    ],
+)
+def test_mpesa_failures_are_normalised(
+    merchant: Merchant, sim: Simulator, last_four: str, failure_code: str, raw_code: str
+) -> None:
+    created = merchant.pay(amount="25", currency="KES", phone=f"+2547123{last_four}").json()
+    final = merchant.wait_final(created["id"])
+    assert final["status"] == "failed"
+    assert final["failure_code"] == failure_code
+    assert final["provider_code"] == raw_code
+    assert final["receipt"] is None
+
+
+def test_paybill_sends_paybill_fields(merchant: Merchant, sim_url: str, sim: Simulator) -> None:
+    merchant.pay(amount="10", currency="KES", phone="0708374149", reference="shelf-9")
+    body = stk_pushes(sim_url)[-1]["body"]
+    assert body["TransactionType"] == "CustomerPayBillOnline"
+    assert str(body["PartyB"]) == str(body["BusinessShortCode"]) == "174379"
+    assert body["AccountReference"] == "shelf-9"
+    assert str(body["PartyA"]) == "254708374149"
+
+
+def test_till_sends_buy_goods_fields(gateway: Any, sim_url: str, sim: Simulator) -> None:
+    creds = httpx.get(f"{sim_url}/_sim/credentials").json()["mpesa"]
+    with gateway.admin() as admin:
+        merchant = admin.post("/admin/v1/merchants", json={"name": "Till shop"}).json()
+        account = admin.post(
+            f"/admin/v1/merchants/{merchant['id']}/accounts",
+            json={
+                "provider": "mpesa",
+                "environment": "sandbox",
+                "base_url": sim_url,
+                "credentials": {
+                    "consumer_key": creds["consumer_key"],
+                    "consumer_secret": creds["consumer_secret"],
+                    "shortcode": creds["till"]["store_number"],
+                    "kind": "till",
+                    "till_number": creds["till"]["till_number"],
+                    "passkey": creds["till"]["passkey"],
+                },
+            },
+        )
+        assert account.status_code == 201, account.text
+        key = admin.post(
+            f"/admin/v1/merchants/{merchant['id']}/api-keys", json={"mode": "test"}
+        ).json()["key"]
+    shop = Merchant(merchant["id"], key, {}, gateway)
+    created = shop.pay(amount="10", currency="KES", phone="0708374149").json()
+    body = stk_pushes(sim_url)[-1]["body"]
+    assert body["TransactionType"] == "CustomerBuyGoodsOnline"
+    assert str(body["BusinessShortCode"]) == creds["till"]["store_number"]
+    assert str(body["PartyB"]) == creds["till"]["till_number"]
+    assert shop.wait_final(created["id"])["status"] == "succeeded"
+
+
+def test_long_reference_needs_an_account_reference(merchant: Merchant, sim_url: str) -> None:
+    before = len(stk_pushes(sim_url))
+    response = merchant.pay(amount="10", currency="KES", phone="0708374149", reference="x" * 20)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "account_reference_too_long"
+    assert len(stk_pushes(sim_url)) == before
+    ok = merchant.pay(
+        amount="10",
+        currency="KES",
+        phone="0708374149",
+        reference="x" * 20,
+        account_reference="ORDER20",
+        description="A description longer than thirteen",
+    )
+    assert ok.status_code == 201
+    assert ok.json()["provider_reference"] == "ORDER20"
+    assert ok.json()["provider_description"] == "A description"[:13]
+    assert stk_pushes(sim_url)[-1]["body"]["TransactionDesc"] == ok.json()["provider_description"]
+
+
+# ----- MoMo ---------------------------------------------------------------------------------
+def test_momo_sandbox_payment_succeeds(merchant: Merchant, sim: Simulator) -> None:
+    created = merchant.pay(amount="5", currency="EUR", phone="+46733123470").json()
+    assert created["provider"] == "momo", created
+    final = merchant.wait_final(created["id"])
+    assert final["status"] == "succeeded"
+    assert final["receipt"]  # financialTransactionId
+    records = [
+        t for t in sim.transactions["momo"].values() if t.get("external_id") == created["id"]
+    ]
+    assert len(records) == 1
+    assert records[0]["financial_transaction_id"] == final["receipt"]
+
+
+@pytest.mark.parametrize(
+    ("msisdn", "failure_code"),
+    [
+        ("46733123451", "payer_declined"),
+        ("46733123452", "expired"),
+        ("46733123455", "payer_not_found"),
+        ("46733123450", "provider_error"),
+    ],
+)
+def test_momo_failures_are_normalised(
+    merchant: Merchant, sim: Simulator, msisdn: str, failure_code: str
+) -> None:
+    created = merchant.pay(amount="5", currency="EUR", phone=f"+{msisdn}").json()
+    final = merchant.wait_final(created["id"])
+    assert final["status"] == "failed"
+    assert final["failure_code"] == failure_code
+
+
+def test_momo_rwanda_in_rwf(merchant_factory: Any, sim: Simulator) -> None:
+    shop = merchant_factory(momo_currency="RWF")
+    created = shop.pay(amount="1500", currency="RWF", phone="0788123456").json()
+    assert created["amount"] == "1500"
+    assert created["network"] == "mtn_rw"
+    assert shop.wait_final(created["id"])["status"] == "succeeded"
+    too_small = shop.pay(amount="50", currency="RWF", phone="0788123456")
+    assert too_small.status_code == 400
+    assert too_small.json()["error"]["code"] == "amount_too_small"
+
+
+# ----- idempotency ----------------------------------------------------------------------------
+def test_same_key_replays_and_other_body_conflicts(merchant: Merchant, sim_url: str) -> None:
+    key = str(uuid.uuid4())
+    first = merchant.pay(amount="10", currency="KES", phone="0708374149", idempotency_key=key)
+    pushes = len(stk_pushes(sim_url))
+    again = merchant.pay(amount="10", currency="KES", phone="0708374149", idempotency_key=key)
+    assert again.status_code == first.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    other = merchant.pay(amount="11", currency="KES", phone="0708374149", idempotency_key=key)
+    assert other.status_code == 409
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+    assert len(stk_pushes(sim_url)) == pushes
+
+
+def test_fifty_concurrent_requests_one_key_make_one_push(merchant: Merchant, sim_url: str) -> None:
+    key = str(uuid.uuid4())
+    before = len(stk_pushes(sim_url))
+
+    async def fire() -> list[httpx.Response]:
+        async with httpx.AsyncClient(
+            base_url=merchant.gateway.url,
+            headers={"Authorization": f"Bearer {merchant.api_key}", "Idempotency-Key": key},
+            timeout=60,
+        ) as client:
+            body = {"amount": "10", "currency": "KES", "phone": "0708374149", "reference": "c1"}
+            return await asyncio.gather(
+                *(client.post("/v1/payments", json=body) for _ in range(50))
+            )
+
+    responses = asyncio.run(fire())
+    assert {r.status_code for r in responses} == {201}
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert len(stk_pushes(sim_url)) - before == 1
+
+
+def test_idempotency_key_is_required(merchant: Merchant) -> None:
+    with merchant.client() as c:
+        response = c.post(
+            "/v1/payments",
+            json={"amount": "10", "currency": "KES", "phone": "0708374149", "reference": "r"},
+        )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "Idempotency-Key"
+
+
+# ----- bad input changes nothing ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("body", "code", "param"),
+    [
+        ({"amount": "10", "currency": "KES", "phone": "12345"}, "invalid_phone", "phone"),
+        ({"amount": "10.5", "currency": "KES", "phone": "0708374149"}, None, "amount"),
+        ({"amount": 10, "currency": "KES", "phone": "0708374149"}, "invalid_amount", "amount"),
+        ({"amount": "0", "currency": "KES", "phone": "0708374149"}, None, "amount"),
+        (
+            {"amount": "300000", "currency": "KES", "phone": "0708374149"},
+            "amount_too_large",
+            "amount",
+        ),
+        ({"amount": "10", "currency": "UGX", "phone": "0708374149"}, None, "currency"),
+        (
+            {"amount": "10", "currency": "KES", "phone": "0733123456"},
+            "unsupported_network",
+            "phone",
+        ),
+        ({"amount": "10", "currency": "KES"}, "parameter_invalid", "phone"),
+    ],
+)
+def test_bad_input_is_refused_and_changes_nothing(
+    merchant: Merchant, sim_url: str, body: dict[str, Any], code: str | None, param: str
+) -> None:
+    before = len(stk_pushes(sim_url))
+    response = merchant.pay(**body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert set(error) >= {"type", "code", "message", "param"}
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    if code:
+        assert error["code"] == code
+    with merchant.client() as c:
+        assert c.get("/v1/payments").json()["data"] == []
+    assert len(stk_pushes(sim_url)) == before
+
+
+def test_unknown_fields_are_refused(merchant: Merchant) -> None:
+    response = merchant.pay(amount="10", currency="KES", phone="0708374149", amuont="10")
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "amuont"
+
+
+# ----- reading ----------------------------------------------------------------------------------
+def test_list_filters_and_paginates(merchant: Merchant) -> None:
+    ids = [
+        merchant.pay(amount="10", currency="KES", phone="0708374149", reference=f"r{i}").json()[
+            "id"
+        ]
+        for i in range(5)
+    ]
+    with merchant.client() as c:
+        page1 = c.get("/v1/payments", params={"limit": 2}).json()
+        assert [p["id"] for p in page1["data"]] == ids[::-1][:2]
+        assert page1["has_more"] is True
+        page2 = c.get("/v1/payments", params={"limit": 2, "cursor": page1["next_cursor"]}).json()
+        assert [p["id"] for p in page2["data"]] == ids[::-1][2:4]
+        by_ref = c.get("/v1/payments", params={"reference": "r3"}).json()["data"]
+        assert [p["id"] for p in by_ref] == [ids[3]]
+        bad = c.get("/v1/payments", params={"cursor": "nonsense"})
+        assert bad.status_code == 400
+        assert bad.json()["error"]["param"] == "cursor"
+
+
+def test_one_merchant_cannot_read_another(merchant_factory: Any) -> None:
+    alice, bob = merchant_factory(), merchant_factory()
+    payment = alice.pay(amount="10", currency="KES", phone="0708374149").json()
+    with bob.client() as c:
+        response = c.get(f"/v1/payments/{payment['id']}")
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "resource_missing"
+        assert c.get("/v1/payments").json()["data"] == []
+
+
+def test_requests_without_a_valid_key_are_refused(gateway: Any) -> None:
+    with httpx.Client(base_url=gateway.url) as c:
+        assert c.get("/v1/payments").status_code == 401
+        bad = c.get("/v1/payments", headers={"Authorization": "Bearer lw_test_nope"})
+        assert bad.status_code == 401
+        assert bad.json()["error"]["type"] == "authentication_error"
