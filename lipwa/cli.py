@@ -35,6 +35,9 @@ def simulate(
     reorder: float = typer.Option(0.0, help="Percent of callbacks delivered out of order."),
     errors: float = typer.Option(0.0, help="Percent of API calls answered with a provider 5xx."),
     latency_ms: float = typer.Option(0.0, help="Latency added to every API answer, ms."),
+    answer_delay_ms: float = typer.Option(
+        0.0, help="Act at once but answer this late, ms (a timeout then hides success)."
+    ),
 ) -> None:
     """Serve the Daraja and MoMo simulator on one port, on the providers' real paths."""
     import uvicorn
@@ -53,6 +56,7 @@ def simulate(
                 "callback_reorder_pct": reorder,
                 "error_pct": errors,
                 "latency_ms": latency_ms,
+                "answer_delay_ms": answer_delay_ms,
             }
         )
         settings = SimSettings()
@@ -164,6 +168,29 @@ def demo(
     )
     if exit_after_payment and result["payment"].get("status") != "succeeded":
         raise typer.Exit(1)
+
+
+events_app = typer.Typer(help="Events and their webhook deliveries.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+
+
+@events_app.command("redeliver")
+def events_redeliver(
+    event_id: str = typer.Argument(..., help="The event to send again (evt_…)."),
+    endpoint: str | None = typer.Option(None, "--endpoint", help="Only this endpoint (we_…)."),
+) -> None:
+    """Queue an event's webhook again, now (a running worker sends it)."""
+    from lipwa.cli_events import redeliver
+
+    redeliver(_settings(), console, event_id, endpoint)
+
+
+@events_app.command("deliveries")
+def events_deliveries(event_id: str = typer.Argument(..., help="The event (evt_…).")) -> None:
+    """Show an event's webhook deliveries and every attempt."""
+    from lipwa.cli_events import deliveries
+
+    deliveries(_settings(), console, event_id)
 
 
 def main() -> None:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from lipwa.domain.phones import Network
 
 
 class Settings(BaseSettings):
@@ -36,6 +40,46 @@ class Settings(BaseSettings):
     idempotency_wait_s: float = 15.0
     # Recovery: first status check after this many seconds without a callback.
     first_check_after_s: float = 20.0
+    # Recovery (lipwa.services.recovery_rules documents the schedule): back-off between status
+    # checks (initial * 2^n, capped), the hard horizon after which an open payment is expired
+    # or handed to reconciliation, how old a never-sent write-ahead must be before the worker
+    # treats its process as dead (must exceed the longest send), the claim lease, batch size
+    # and parallel checks per worker, and MoMo's status GET rate per account (MTN caps it at 10/s).
+    check_backoff_initial_s: float = 15.0
+    check_backoff_max_s: float = 600.0
+    check_horizon_s: float = 24 * 3600.0
+    stale_send_after_s: float = 60.0
+    check_lease_s: float = 120.0
+    recovery_batch: int = 50
+    recovery_concurrency: int = 10
+    momo_status_per_second: int = 10
+    # Circuit breaker per provider account (in memory, per process).
+    circuit_failures: int = 5
+    circuit_cooldown_s: float = 30.0
+    # Run the worker inside the API process (`lipwa serve`); None: only when role is "all".
+    run_worker: bool | None = None
+    # Webhooks out: per-attempt timeout, parallel sends, retry back-off (base * 2^n with full
+    # jitter, capped) and how long after the event a delivery is given up.
+    webhook_timeout_s: float = 10.0
+    webhook_concurrency: int = 20
+    webhook_retry_base_s: float = 10.0
+    webhook_retry_cap_s: float = 6 * 3600.0
+    webhook_give_up_after_s: float = 3 * 24 * 3600.0
+    # Guards and switches (docs/guards.md). Which provider environments this gateway serves:
+    # "sandbox" (test keys only), "production" (live keys only) or "mixed"; checked at start-up.
+    mode: Literal["sandbox", "production", "mixed"] = "mixed"
+    # Every process re-reads the kill switches and rollouts at most this many seconds late.
+    flags_refresh_s: float = 2.0
+    # Operator's phone-prefix corrections: "25411=safaricom,25673=airtel_ug".
+    phone_prefixes: str = ""
+    # Rate limits (moving window; shared through Redis when redis_url is set). Merchants
+    # override prompts / payer_lock_s / same_amount_s / duplicate_window_s in their settings.
+    rate_limit_prompts: str = "10/5minutes"  # STK prompts / requests-to-pay per merchant
+    rate_limit_api_key: str = "20/second"  # every merchant API request, per API key
+    payer_lock_s: float = 120.0  # one open prompt per payer phone (0: off)
+    same_amount_window_s: float = 120.0  # M-Pesa: same phone and amount refused within (0: off)
+    duplicate_window_s: float = 600.0  # same phone, amount and reference (0: off)
+    redis_key_prefix: str = "lipwa"
     # Enable the interactive /docs pages.
     docs: bool = True
 
@@ -46,6 +90,34 @@ class Settings(BaseSettings):
         if parts.scheme not in {"http", "https"} or not parts.netloc:
             raise ValueError("public_url must be an absolute http(s) URL")
         return value.rstrip("/")
+
+    @property
+    def embeds_worker(self) -> bool:
+        """Whether the API process also runs the worker loops."""
+        return self.role == "all" if self.run_worker is None else self.run_worker
+
+    @field_validator("rate_limit_prompts", "rate_limit_api_key")
+    @classmethod
+    def _one_rate(cls, value: str) -> str:
+        from limits import parse_many
+
+        if len(parse_many(value)) != 1:
+            raise ValueError("give one rate such as '10/5minutes'")
+        return value
+
+    @field_validator("phone_prefixes")
+    @classmethod
+    def _prefixes(cls, value: str) -> str:
+        from lipwa.domain.phone_prefixes import parse_prefix_overrides
+
+        parse_prefix_overrides(value)
+        return value
+
+    @cached_property
+    def prefix_overrides(self) -> dict[str, Network]:
+        from lipwa.domain.phone_prefixes import parse_prefix_overrides
+
+        return parse_prefix_overrides(self.phone_prefixes)
 
     @cached_property
     def is_sqlite(self) -> bool:

@@ -10,8 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from lipwa.config import Settings
 from lipwa.providers.tokens import TokenCache
 from lipwa.services.callbacks import CallbackService
+from lipwa.services.circuit import CircuitBreaker
 from lipwa.services.collect import CollectService
+from lipwa.services.pacing import Pacer
 from lipwa.services.providers import ProviderRegistry
+from lipwa.services.recovery import RecoveryService
+from lipwa.services.recovery_rules import Schedule
+from lipwa.services.webhooks import DeliveryPolicy, WebhookSender
 from lipwa.store.db import make_engine, make_sessionmaker
 from lipwa.vault import KeyRing, Vault, VaultError
 
@@ -42,6 +47,9 @@ class Container:
     registry: ProviderRegistry
     collect: CollectService
     callbacks: CallbackService
+    webhooks: WebhookSender
+    circuits: CircuitBreaker
+    recovery: RecoveryService
 
     @classmethod
     def build(cls, settings: Settings) -> Container:
@@ -57,7 +65,15 @@ class Container:
             headers={"User-Agent": "lipwa/0.1"},
         )
         tokens = TokenCache()
-        registry = ProviderRegistry(vault, http, tokens)
+        registry = ProviderRegistry(
+            vault,
+            http,
+            tokens,
+            connect_timeout_s=settings.provider_connect_timeout_s,
+            read_timeout_s=settings.provider_read_timeout_s,
+        )
+        # In memory, per process: see lipwa.services.circuit.
+        circuits = CircuitBreaker(settings.circuit_failures, settings.circuit_cooldown_s)
         return cls(
             settings=settings,
             engine=engine,
@@ -72,10 +88,39 @@ class Container:
                 settings.public_url,
                 first_check_after_s=settings.first_check_after_s,
                 idempotency_wait_s=settings.idempotency_wait_s,
+                guards=[circuits],
             ),
             callbacks=CallbackService(sessions),
+            webhooks=WebhookSender(
+                sessions,
+                vault,
+                DeliveryPolicy(
+                    timeout_s=settings.webhook_timeout_s,
+                    concurrency=settings.webhook_concurrency,
+                    retry_base_s=settings.webhook_retry_base_s,
+                    retry_cap_s=settings.webhook_retry_cap_s,
+                    give_up_after_s=settings.webhook_give_up_after_s,
+                ),
+                verify_tls=settings.verify_tls,
+            ),
+            circuits=circuits,
+            recovery=RecoveryService(
+                sessions,
+                registry,
+                CallbackService(sessions),
+                settings.public_url,
+                schedule=Schedule(
+                    backoff_initial_s=settings.check_backoff_initial_s,
+                    backoff_max_s=settings.check_backoff_max_s,
+                    horizon_s=settings.check_horizon_s,
+                    stale_send_s=settings.stale_send_after_s,
+                ),
+                pacer=Pacer(settings.momo_status_per_second),
+                circuits=circuits,
+            ),
         )
 
     async def close(self) -> None:
+        await self.webhooks.close()
         await self.http.aclose()
         await self.engine.dispose()

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from lipwa import __version__
-from lipwa.api import admin, callbacks, errors, events, health, payments
+from lipwa.api import admin, callbacks, errors, events, health, payments, webhooks
 from lipwa.config import Settings
 from lipwa.container import Container
 
@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     errors.install(app)
     app.include_router(payments.router)
     app.include_router(events.router)
+    app.include_router(webhooks.router)
     app.include_router(admin.router)
     app.include_router(callbacks.router)
     app.include_router(health.router)

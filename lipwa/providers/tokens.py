@@ -52,7 +52,8 @@ class TokenCache:
         if entry is not None and self._clock() < entry.refresh_at:
             return entry.token
         flight = self._flights.get(key)
-        if flight is None:
+        if flight is None or flight.get_loop() is not asyncio.get_running_loop():
+            # (a flight left behind by a closed event loop is ignored, not awaited)
             flight = asyncio.ensure_future(self._refresh(key, fetch))
             self._flights[key] = flight
             flight.add_done_callback(lambda done: self._land(key, done))

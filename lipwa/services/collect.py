@@ -6,10 +6,11 @@ import asyncio
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
@@ -77,6 +78,18 @@ class Plan:
     provider_description: str
 
 
+class Guard(Protocol):
+    """A policy consulted before anything is written or sent (kill switches, rate limits,
+    duplicate detection, circuit breakers). ``check`` raises ApiError to refuse; ``observe``
+    learns the provider's answer (a circuit breaker counts failures)."""
+
+    async def check(
+        self, session: AsyncSession, caller: Caller, plan: Plan, data: PaymentIn
+    ) -> None: ...
+
+    async def observe(self, plan: Plan, result: SendResult) -> None: ...
+
+
 def request_hash(body: dict[str, Any]) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -90,8 +103,10 @@ class CollectService:
         public_url: str,
         first_check_after_s: float = 20.0,
         idempotency_wait_s: float = 15.0,
+        guards: Sequence[Guard] = (),
     ) -> None:
         self._sessions = sessions
+        self.guards: list[Guard] = list(guards)
         self._registry = registry
         self._public_url = public_url
         self._first_check = timedelta(seconds=first_check_after_s)
@@ -162,10 +177,14 @@ class CollectService:
             if replay is not None:
                 return replay
             plan = await self.plan(session, caller, data)
+            for guard in self.guards:
+                await guard.check(session, caller, plan, data)
         payment = await self._write_ahead(caller, data, plan, idempotency_key, digest)
         if payment is None:  # a concurrent twin claimed the key first
             return await self._wait_for_twin(caller, idempotency_key, digest)
         result = await self._send(plan, payment)
+        for guard in self.guards:
+            await guard.observe(plan, result)
         return await self._record(caller, payment, result, idempotency_key)
 
     async def _replay(

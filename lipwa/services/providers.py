@@ -16,10 +16,19 @@ from lipwa.vault import Vault
 
 
 class ProviderRegistry:
-    def __init__(self, vault: Vault, http: httpx.AsyncClient, tokens: TokenCache) -> None:
+    def __init__(
+        self,
+        vault: Vault,
+        http: httpx.AsyncClient,
+        tokens: TokenCache,
+        *,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 30.0,
+    ) -> None:
         self._vault = vault
         self._http = http
         self._tokens = tokens
+        self._timeouts = {"connect_timeout": connect_timeout_s, "read_timeout": read_timeout_s}
         self._clients: dict[tuple[str, str], Any] = {}
 
     def _cache_key(self, account: ProviderAccount) -> tuple[str, str]:
@@ -50,6 +59,7 @@ class ProviderRegistry:
                 credentials=credentials,
                 http=self._http,
                 tokens=self._tokens,
+                **self._timeouts,
             )
             self._clients[key] = client
         assert isinstance(client, MpesaClient)
@@ -73,6 +83,7 @@ class ProviderRegistry:
                 credentials=credentials,
                 http=self._http,
                 tokens=self._tokens,
+                **self._timeouts,
             )
             self._clients[key] = client
         assert isinstance(client, MomoClient)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lipwa.simulator.control import control_routes
 from lipwa.simulator.core import Faults, SimSettings, Simulator
@@ -57,6 +60,27 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+class AnswerDelay:
+    """Holds back provider answers by ``faults.answer_delay_ms`` after they were produced."""
+
+    def __init__(self, app: ASGIApp, sim: Simulator) -> None:
+        self.app = app
+        self.sim = sim
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        delay = self.sim.faults.answer_delay_ms
+        if scope["type"] != "http" or delay <= 0 or scope["path"].startswith("/_sim/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def delayed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                await asyncio.sleep(delay / 1000)
+            await send(message)
+
+        await self.app(scope, receive, delayed_send)
+
+
 def build_app(sim: Simulator | None = None) -> Starlette:
     """Build the simulator app around ``sim`` (a fresh one with defaults if omitted)."""
     sim = sim or Simulator()
@@ -71,6 +95,7 @@ def build_app(sim: Simulator | None = None) -> Starlette:
     app = Starlette(
         routes=[*control_routes(sim, daraja, momo), *daraja.routes(), *momo.routes()],
         exception_handlers={HTTPException: _http_error, Exception: _http_error},
+        middleware=[Middleware(AnswerDelay, sim=sim)],
         lifespan=lifespan,
     )
     app.state.sim = sim

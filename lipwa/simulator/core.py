@@ -37,7 +37,10 @@ class Faults:
     # Out-of-order: a callback is held back and released only after the next one.
     callback_reorder_pct: float = 0.0
     error_pct: float = 0.0  # answer API calls with the provider's own 5xx/throttle error
-    latency_ms: float = 0.0  # added to every API answer
+    latency_ms: float = 0.0  # added to every API answer, before the request is processed
+    # The provider acts at once but its answer leaves this late: a client that times out
+    # meanwhile cannot know the request took effect, and a callback may beat the answer.
+    answer_delay_ms: float = 0.0
 
     def update(self, values: dict[str, Any]) -> None:
         known = {f.name: f.type for f in fields(self)}

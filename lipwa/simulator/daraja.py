@@ -162,11 +162,16 @@ def _route(path: str, endpoint: Endpoint) -> Route:
     return Route(path, _AnyMethod(endpoint))
 
 
+def _reject_constant(name: str) -> Any:
+    # NaN/Infinity are not JSON; accepting them would also break the /_sim/requests listing.
+    raise ValueError(f"not JSON: {name}")
+
+
 def _parse_json(raw: bytes) -> tuple[bool, Any]:
     if not raw:
         return False, None
     try:
-        return True, json.loads(raw)
+        return True, json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         return False, raw.decode("utf-8", errors="replace")
 

@@ -5,6 +5,7 @@ Simulator choices where Daraja's behaviour is unconfirmed are listed in ``daraja
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse, Response
@@ -145,7 +146,7 @@ class C2bApi:
         verdict, detail = _validation_verdict(status, reply)
         record["validation"] = {
             "status": status,
-            "reply": reply,
+            "reply": _json_safe(reply),
             "error": problem,
             "verdict": verdict,
         }
@@ -186,6 +187,15 @@ class C2bApi:
             self._payload(record, money(balance)),
         )
         record["callback_sent"] = True
+
+
+def _json_safe(value: Any) -> Any:
+    """The merchant's reply as stored for /_sim/transactions (which must stay valid JSON)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (ValueError, TypeError):
+        return repr(value)
+    return value
 
 
 def _validation_verdict(status: int | None, reply: Any) -> tuple[str, str]:

@@ -12,6 +12,16 @@ a client changes only its base URL. Error shapes, by layer:
 Creating POSTs answer 202 and the resource starts PENDING; after ``prompt_seconds`` it settles
 per the sandbox use-case table (``momo_wire``), in *every* target environment so RWF/UGX flows
 can use the magic numbers too. ``/_sim/scenario`` overrides win over the table.
+
+Choices where the wire is unconfirmed (facts sheet): 400 bodies are empty; ``amount`` must be
+a numeric string (a JSON number is a 400); a new API key replaces the old one; users created
+through ``/v1_0/apiuser`` are sandbox-only (the demo user may use every market); a resource is
+visible only to the API user that created it; "Delayed" settles after 5 x ``prompt_seconds``,
+"Ongoing" never; refund magic values 1..13 are read from ``externalId``; a refund fails
+asynchronously (RESOURCE_NOT_FOUND / NOT_ALLOWED / INVALID_CURRENCY / NOT_ENOUGH_FUNDS) unless
+it refunds a SUCCESSFUL request-to-pay, in its currency, within what earlier refunds left;
+delivery notification answers 200 with an empty body; an injected fault answers 503
+SERVICE_UNAVAILABLE or 500 INTERNAL_PROCESSING_ERROR *before* anything is created.
 """
 
 from __future__ import annotations
@@ -112,6 +122,7 @@ class MoMo:
         }
         self._jwts: dict[str, str] = {}  # signature part (a core token) -> the whole JWT
         self._attempts: Counter[str] = Counter()
+        self._ftids: set[str] = set()
         self._generation = 0  # bumped on reset so settle tasks of a past life do nothing
         self._open_accounts()
         sim.provider_state.setdefault("_reset_hooks", []).append(self._on_reset)
@@ -186,6 +197,7 @@ class MoMo:
     def _on_reset(self) -> None:
         self._generation += 1
         self._attempts.clear()
+        self._ftids.clear()
         self._jwts.clear()
         self._open_accounts()
 
@@ -461,12 +473,14 @@ class MoMo:
         return None
 
     def _new_transaction_id(self, ref: str) -> str:
-        taken = {r["financial_transaction_id"] for r in self.records.values()}
-        for attempt in range(1000):
+        """A unique 10-digit string, derived from seed and reference (so runs repeat)."""
+        attempt = 0
+        while True:
             candidate = str(1_000_000_000 + int(self.sim.chance(f"ftid{attempt}", ref) * 9e9))
-            if candidate not in taken:
+            if candidate not in self._ftids:
+                self._ftids.add(candidate)
                 return candidate
-        raise RuntimeError("no free financialTransactionId")  # pragma: no cover
+            attempt += 1
 
     # ----- delivery notification, balances, account holders [4.4, 4.5, 5.5] ----------------
     async def _notify(self, request: Request) -> Response:

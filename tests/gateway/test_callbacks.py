@@ -48,7 +48,7 @@ def test_duplicated_callbacks_change_state_once(
     set_faults(sim_url, callback_duplicate_pct=100)
     payment = merchant.pay(amount="10", currency="KES", phone="0708374149").json()
     assert merchant.wait_final(payment["id"])["status"] == "succeeded"
-    momo = merchant.pay(amount="3", currency="EUR", phone="+46733123470").json()
+    momo = merchant.pay(amount="3", currency="EUR", phone="+256772123456").json()
     assert merchant.wait_final(momo["id"])["status"] == "succeeded"
     time.sleep(0.5)  # let the twins arrive
     assert sum(1 for c in sim.callbacks if c.duplicate and c.status_code == 200) >= 2
@@ -156,17 +156,27 @@ def test_mpesa_throttle_fails_fast_and_sends_once(
 
 
 def test_momo_5xx_is_retried_with_the_same_reference(
-    merchant: Merchant, sim: Simulator, sim_url: str
+    merchant: Merchant, sim: Simulator, sim_url: str, database_url: str
 ) -> None:
+    warm = merchant.pay(amount="3", currency="EUR", phone="+256772123456").json()
+    assert merchant.wait_final(warm["id"])["status"] == "succeeded"  # token now cached
     set_faults(sim_url, error_pct=100)
-    payment = merchant.pay(amount="3", currency="EUR", phone="+46733123470").json()
-    assert payment["status"] == "unknown"
+    payment = merchant.pay(amount="4", currency="EUR", phone="+256772123456").json()
+    # 503 proves nothing was created (a definite, transient refusal); a 500 might have
+    # created it, so the answer is unknown until a status query settles it.
+    if payment["status"] == "failed":
+        assert payment["failure_code"] in {"provider_unavailable", "provider_error"}
+    else:
+        assert payment["status"] == "unknown"
+    warm_ref = db_rows(
+        database_url, "SELECT provider_ref FROM payments WHERE id = :id", id=warm["id"]
+    )[0]["provider_ref"]
     posts = [
         r
         for r in httpx.get(
             f"{sim_url}/_sim/requests", params={"path": "/collection/v1_0/requesttopay"}
         ).json()["requests"]
-        if r["method"] == "POST"
+        if r["method"] == "POST" and r["headers"].get("x-reference-id") != warm_ref
     ]
     references = {r["headers"].get("x-reference-id") for r in posts}
     assert len(posts) >= 2 and len(references) == 1
@@ -175,6 +185,9 @@ def test_momo_5xx_is_retried_with_the_same_reference(
 def test_provider_timeout_leaves_payment_unknown_and_never_resends(
     merchant: Merchant, sim: Simulator, sim_url: str, gateway: Any
 ) -> None:
+    # A first payment caches the OAuth token, so only the STK push itself times out.
+    warm = merchant.pay(amount="10", currency="KES", phone="0708374149").json()
+    assert merchant.wait_final(warm["id"])["status"] == "succeeded"
     set_faults(sim_url, latency_ms=(gateway.settings.provider_read_timeout_s + 1.5) * 1000)
     before = len(
         httpx.get(f"{sim_url}/_sim/requests", params={"path": "/mpesa/stkpush"}).json()["requests"]
@@ -185,3 +198,38 @@ def test_provider_timeout_leaves_payment_unknown_and_never_resends(
         httpx.get(f"{sim_url}/_sim/requests", params={"path": "/mpesa/stkpush"}).json()["requests"]
     )
     assert after - before == 1
+
+
+def test_callback_racing_the_initiation_answer_is_applied(
+    merchant: Merchant, sim: Simulator, sim_url: str
+) -> None:
+    warm = merchant.pay(amount="10", currency="KES", phone="0708374149").json()
+    merchant.wait_final(warm["id"])
+    httpx.put(f"{sim_url}/_sim/settings", json={"prompt_seconds": 0}).raise_for_status()
+    set_faults(sim_url, answer_delay_ms=800)
+    payment = merchant.pay(amount="11", currency="KES", phone="0708374149").json()
+    # The callback was delivered while the STK answer was still held back.
+    callback = next(c for c in sim.callbacks if c.url.endswith(payment["id"]))
+    assert callback.status_code == 200
+    final = merchant.wait_final(payment["id"])
+    assert final["status"] == "succeeded"
+    assert final["receipt"]
+
+
+def test_timeout_after_the_provider_acted_is_settled_by_the_callback(
+    merchant: Merchant, sim: Simulator, sim_url: str, gateway: Any
+) -> None:
+    warm = merchant.pay(amount="10", currency="KES", phone="0708374149").json()
+    merchant.wait_final(warm["id"])
+    timeout = gateway.settings.provider_read_timeout_s
+    # The payer answers after the gateway gave up waiting for Daraja's reply.
+    httpx.put(f"{sim_url}/_sim/settings", json={"prompt_seconds": timeout + 0.5})
+    set_faults(sim_url, answer_delay_ms=(timeout + 1) * 1000)
+    payment = merchant.pay(amount="12", currency="KES", phone="0708374149").json()
+    assert payment["status"] == "unknown"  # the gateway cannot know the push went out
+    final = merchant.wait_final(payment["id"])
+    assert final["status"] == "succeeded"
+    assert final["resolved_by"] == "callback"
+    assert events_for(merchant, payment["id"]) == [
+        "payment.created", "payment.unknown", "payment.succeeded"
+    ]

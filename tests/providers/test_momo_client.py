@@ -469,7 +469,7 @@ async def test_status_failures(answer: httpx.Response | Exception, error_code: s
 # ----- secrets ----------------------------------------------------------------------------------
 async def test_secrets_never_appear_in_results() -> None:
     echo = f"{TOKEN_1} {TOKEN_2} {CREDS.api_key} SubKeyCollection0123456789"
-    answers = [
+    answers: list[Step] = [
         reply(401, momo_error("UNAUTHORIZED", echo)),
         reply(500, momo_error("NOT_ALLOWED", echo)),
         reply(400, momo_error("BAD", echo)),

@@ -481,7 +481,7 @@ async def test_check_credentials() -> None:
 async def test_secrets_never_appear_in_results() -> None:
     """Run every kind of answer, including errors that echo the token and the password."""
     password = OFFICIAL_PASSWORD
-    echoing = [
+    echoing: list[Step] = [
         reply(401, daraja_error("401.002.01", f"Invalid Access Token - {TOKEN_1}")),
         reply(500, daraja_error("500.001.1001", f"Wrong credentials {password} {PASSKEY}")),
         reply(400, daraja_error("400.002.02", f"Bad {CREDS.consumer_secret} {CREDS.consumer_key}")),

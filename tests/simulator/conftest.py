@@ -197,6 +197,20 @@ def build_daraja_app(sim: Simulator) -> Starlette:
     return app
 
 
+def assert_daraja_error(
+    response: httpx.Response, status: int, code: str, message: str | None = None
+) -> dict[str, Any]:
+    """Daraja's error shape: three strings, HTTP status = errorCode prefix."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"requestId", "errorCode", "errorMessage"}
+    assert all(isinstance(v, str) for v in body.values())
+    assert body["errorCode"] == code
+    if message is not None:
+        assert body["errorMessage"] == message
+    return body
+
+
 class DarajaReceiver:
     """A loopback merchant server: records JSON bodies; per-path replies can be scripted."""
 
@@ -228,12 +242,20 @@ class DarajaReceiver:
         return self.bodies(path)
 
 
-@pytest.fixture
-def daraja_receiver() -> Iterator[DarajaReceiver]:
+@pytest.fixture(scope="session")
+def _daraja_receiver_server() -> Iterator[DarajaReceiver]:
     receiver = DarajaReceiver()
     with serve_in_thread(receiver.app) as url:
         receiver.url = url
         yield receiver
+
+
+@pytest.fixture
+def daraja_receiver(_daraja_receiver_server: DarajaReceiver) -> DarajaReceiver:
+    """One loopback server for the session (starting uvicorn per test is slow), reset per test."""
+    _daraja_receiver_server.calls.clear()
+    _daraja_receiver_server.replies.clear()
+    return _daraja_receiver_server
 
 
 class DarajaKit:

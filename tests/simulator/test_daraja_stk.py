@@ -9,20 +9,10 @@ from decimal import Decimal
 
 import pytest
 
+from tests.simulator.conftest import assert_daraja_error as assert_error
+
 CHECKOUT_ID = re.compile(r"ws_CO_\d{14}\d{3}\d{9}")
 RECEIPT = re.compile(r"[A-Z0-9]{10}")
-
-
-def assert_error(response, status: int, code: str, message: str | None = None) -> dict:
-    """Daraja's error shape: three strings, HTTP status = errorCode prefix."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"requestId", "errorCode", "errorMessage"}
-    assert all(isinstance(v, str) for v in body.values())
-    assert body["errorCode"] == code
-    if message is not None:
-        assert body["errorMessage"] == message
-    return body
 
 
 # ----- OAuth ---------------------------------------------------------------------------------
@@ -203,6 +193,10 @@ async def test_push_payload_errors(daraja):
     assert_error(bad_json, 400, "400.002.05", "Invalid Request Payload")
     array = await daraja.client.post(path, json=[1, 2], headers=auth)
     assert_error(array, 400, "400.002.05")
+    nan = await daraja.client.post(
+        path, content=b'{"Amount": NaN}', headers={**auth, "Content-Type": "application/json"}
+    )
+    assert_error(nan, 400, "400.002.05")  # not JSON, though Python's parser would take it
     # A wrong Content-Type is a documented cause of "Invalid BusinessShortCode" (§1).
     form = await daraja.client.post(path, data={"a": "b"}, headers=auth)
     assert_error(form, 400, "400.002.02", "Bad Request - Invalid BusinessShortCode")

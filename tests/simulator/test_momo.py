@@ -267,13 +267,16 @@ TRANSFER_TABLE = {
                                            ("transfer", TRANSFER_TABLE)])
 async def test_sandbox_magic_numbers(momo: MoMoKit, op: str, table: dict[int, Any]) -> None:
     refs = {}
-    for n in table:
+    for n in sorted(table, key=lambda n: n == 54):  # Delayed last: it must outlive the rest
         ref, response = await momo.create(op, magic(n))
         assert response.status_code == 202  # outcomes are asynchronous, the POST is accepted
         refs[n] = ref
-    await asyncio.sleep(0.12)  # past prompt_seconds: Delayed is still pending
+    records = momo.sim.transactions["momo"]
+    others = [refs[n] for n in table if n not in (53, 54)]
+    while any(records[ref]["status"] == "PENDING" for ref in others):  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
     delayed = (await momo.status(op, refs[54])).json()
-    assert delayed["status"] == "PENDING"
+    assert delayed["status"] == "PENDING"  # the rest are final, Delayed still waits
     await momo.sim.drain()
     for n, (status, reason) in table.items():
         body = (await momo.status(op, refs[n])).json()

@@ -32,17 +32,25 @@ def host_of(url: str) -> str:
 def is_production_host(url: str) -> bool:
     """True when ``url`` points at a real MTN MoMo host other than the sandbox.
 
-    Deliberately broad: any host with an ``mtn`` label (``*.mtn.com``, ``*.mtn.co.rw``,
-    ``*.mtn.co.ug``...), any ``*.momo.africa`` host and the old Azure gateway hosts, except
-    the sandbox. It guards test accounts, so a false "yes" only blocks a misconfiguration.
+    Deliberately broad: any host under an MTN domain (``*.mtn.com``, ``*.mtn.co.rw``,
+    ``*.mtn.co.ug``, ``*.mtn.cm``...), any ``*.momo.africa`` host and the old Azure gateway
+    hosts, except the sandbox. It guards test accounts, so a false "yes" only blocks a
+    misconfiguration.
     """
     host = host_of(url)
     if not host or host in _SANDBOX_HOSTS:
         return False
-    labels = host.split(".")
     return (
-        "mtn" in labels[:-1]
+        _is_mtn_domain(host)
         or host == "momo.africa"
         or host.endswith(".momo.africa")
         or host in _LEGACY_HOSTS
     )
+
+
+def _is_mtn_domain(host: str) -> bool:
+    """``mtn.<tld>`` or ``mtn.<co|com|...>.<cc>`` and their subdomains (mtn.com, mtn.co.rw)."""
+    labels = host.split(".")
+    if len(labels) >= 2 and labels[-2] == "mtn":
+        return True
+    return len(labels) >= 3 and labels[-3] == "mtn" and len(labels[-2]) <= 3

@@ -1,0 +1,230 @@
+"""Kill switches and percentage rollouts, stored in the ``flags`` table.
+
+A missing flag means "on". ``gateway``, ``provider:<p>``, ``merchant:<id>`` and ``account:<id>``
+switch payment requests off when ``enabled`` is false; ``rollout:<p>`` lets ``percentage``% of
+merchants (a stable hash of the merchant id, ``lipwa.domain.flags``) use provider ``p``.
+
+Each process keeps the flags in a ``FlagCache`` and re-reads the table when its copy is older
+than ``flags_refresh_s`` (default 2 s), so a change made by any process or the CLI takes effect
+everywhere within that delay; the process that made the change sees it at once. Switches gate
+new payment requests only: status checks, callbacks and webhooks of payments already made go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from lipwa.clock import isoformat, utcnow
+from lipwa.domain.errors import DomainError
+from lipwa.domain.flags import in_rollout, parse_flag_key
+from lipwa.domain.money import PROVIDER_NAMES
+from lipwa.errors import ApiError
+from lipwa.metrics import GUARD_REFUSALS
+from lipwa.providers.base import SendResult
+from lipwa.services import audit
+from lipwa.services.accounts import Caller
+from lipwa.services.collect import PaymentIn, Plan
+from lipwa.store.tables import Flag, Merchant, ProviderAccount
+
+log = structlog.get_logger("lipwa.flags")
+
+
+@dataclass(frozen=True)
+class FlagState:
+    key: str
+    enabled: bool
+    percentage: int | None
+    reason: str
+    updated_by: str
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, row: Flag) -> FlagState:
+        return cls(
+            row.key, row.enabled, row.percentage, row.reason, row.updated_by, row.updated_at
+        )
+
+
+def flag_view(flag: FlagState) -> dict[str, Any]:
+    return {
+        "key": flag.key,
+        "object": "flag",
+        "enabled": flag.enabled,
+        "percentage": flag.percentage,
+        "reason": flag.reason,
+        "updated_by": flag.updated_by,
+        "updated_at": isoformat(flag.updated_at),
+    }
+
+
+# ----- reading: one cached snapshot per process ------------------------------------------------
+class FlagCache:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], refresh_s: float) -> None:
+        self._sessions = sessions
+        self.refresh_s = refresh_s
+        self._flags: dict[str, FlagState] | None = None
+        self._loaded_at = 0.0
+        self._lock: asyncio.Lock | None = None
+
+    def invalidate(self) -> None:
+        """Forget the snapshot: the next read goes to the database."""
+        self._loaded_at = float("-inf")
+
+    async def current(self) -> Mapping[str, FlagState]:
+        loop = asyncio.get_running_loop()
+        if self._flags is not None and loop.time() - self._loaded_at < self.refresh_s:
+            return self._flags
+        self._lock = self._lock or asyncio.Lock()
+        async with self._lock:
+            if self._flags is not None and loop.time() - self._loaded_at < self.refresh_s:
+                return self._flags
+            started = loop.time()
+            try:
+                async with self._sessions() as session:
+                    rows = await session.scalars(select(Flag))
+                    self._flags = {row.key: FlagState.of(row) for row in rows}
+            except Exception:
+                if self._flags is None:
+                    raise
+                log.warning("flags_refresh_failed_using_stale_copy", exc_info=True)
+                return self._flags
+            self._loaded_at = started
+            return self._flags
+
+
+# ----- writing: one flag, with its audit entry, in the caller's transaction -------------------
+async def list_flags(session: AsyncSession) -> list[FlagState]:
+    rows = await session.scalars(select(Flag).order_by(Flag.key))
+    return [FlagState.of(row) for row in rows]
+
+
+async def _merchant_of(session: AsyncSession, kind: str, subject: str | None) -> str | None:
+    if kind == "merchant" and subject is not None:
+        if await session.get(Merchant, subject) is None:
+            raise DomainError("unknown_flag_target", f"No merchant {subject}", param="key")
+        return subject
+    if kind == "account" and subject is not None:
+        account = await session.get(ProviderAccount, subject)
+        if account is None:
+            raise DomainError("unknown_flag_target", f"No provider account {subject}", "key")
+        return account.merchant_id
+    return None
+
+
+async def set_flag(
+    session: AsyncSession,
+    key: str,
+    *,
+    enabled: bool,
+    reason: str,
+    actor: str,
+    percentage: int | None = None,
+) -> FlagState:
+    """Create or change one flag and write its ``flag.set`` audit entry (same transaction)."""
+    parsed = parse_flag_key(key)
+    if not reason.strip():
+        raise DomainError("reason_required", "Say why the flag changes (reason).", "reason")
+    if parsed.kind == "rollout":
+        percentage = 100 if percentage is None else percentage
+        if not 0 <= percentage <= 100:
+            raise DomainError(
+                "invalid_percentage", "percentage is 0..100 (share of merchants)", "percentage"
+            )
+    elif percentage is not None:
+        raise DomainError(
+            "invalid_percentage", "only rollout:<provider> flags take a percentage", "percentage"
+        )
+    merchant_id = await _merchant_of(session, parsed.kind, parsed.subject)
+    key = str(parsed)
+    row = await session.get(Flag, key, with_for_update=True)
+    before = flag_view(FlagState.of(row)) if row is not None else None
+    now = utcnow()
+    if row is None:
+        row = Flag(key=key)
+        session.add(row)
+    row.enabled = enabled
+    row.percentage = percentage
+    row.reason = reason.strip()[:300]
+    row.updated_by = actor[:100]
+    row.updated_at = now
+    await session.flush()
+    state = FlagState.of(row)
+    await audit.record(
+        session,
+        actor,
+        "flag.set",
+        key,
+        merchant_id=merchant_id,
+        reason=row.reason,
+        detail={"before": before, "after": flag_view(state)},
+    )
+    return state
+
+
+# ----- deciding -------------------------------------------------------------------------------
+def _refusal(key: str, what: str, flag: FlagState) -> ApiError:
+    reason = f": {flag.reason}" if flag.reason else ""
+    return ApiError(
+        503,
+        "provider_error",
+        "provider_disabled",
+        f"{what} (switch '{key}'){reason}",
+        extra={"switch": key},
+    )
+
+
+def switch_refusal(
+    flags: Mapping[str, FlagState], merchant_id: str, provider: str, account_id: str
+) -> ApiError | None:
+    """The refusal for a payment through ``account_id`` of ``provider``, or None to go on."""
+    name = PROVIDER_NAMES.get(provider, provider)
+    checks = (
+        ("gateway", "Mobile money payments are switched off on this gateway"),
+        (f"provider:{provider}", f"{name} payments are switched off"),
+        (f"merchant:{merchant_id}", "Payments for this merchant are switched off"),
+        (f"account:{account_id}", f"This merchant's {name} account {account_id} is switched off"),
+    )
+    for key, what in checks:
+        flag = flags.get(key)
+        if flag is not None and not flag.enabled:
+            return _refusal(key, what, flag)
+    rollout = flags.get(f"rollout:{provider}")
+    if rollout is not None:
+        share = rollout.percentage if rollout.percentage is not None else 100
+        share = share if rollout.enabled else 0
+        if not in_rollout(merchant_id, provider, share):
+            return _refusal(
+                f"rollout:{provider}",
+                f"{name} is being rolled out to {share}% of merchants and this merchant is not "
+                "included yet",
+                rollout,
+            )
+    return None
+
+
+class KillSwitchGuard:
+    """Refuses payments on a switched-off path (first guard: cheapest, answers 503)."""
+
+    def __init__(self, flags: FlagCache) -> None:
+        self._flags = flags
+
+    async def check(
+        self, session: AsyncSession, caller: Caller, plan: Plan, data: PaymentIn
+    ) -> None:
+        refusal = switch_refusal(
+            await self._flags.current(), caller.merchant_id, plan.account.provider, plan.account.id
+        )
+        if refusal is not None:
+            GUARD_REFUSALS.labels(code=refusal.code).inc()
+            raise refusal
+
+    async def observe(self, plan: Plan, result: SendResult) -> None:
+        return None
