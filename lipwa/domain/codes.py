@@ -4,7 +4,7 @@ Pure data and lookups, no I/O. Provider clients use it to turn a raw ``ResultCod
 ``reason`` into a state and a normalised failure code; support staff read the same table
 (``catalogue()``) as the error-code reference.
 
-Sources: /work/shared/providers/daraja.md §2.5, §2.8, §3, §4 and momo.md §6, §7.3.
+Sources: ../shared/providers/daraja.md §2.5, §2.8, §3, §4 and momo.md §6, §7.3.
 Rules that are deliberate choices (not provider facts) are marked "decision".
 """
 
@@ -13,31 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from lipwa.domain.states import FAILURE_CODES as _STATE_FAILURE_CODES
+
 SUCCEEDED: Final = "succeeded"
 FAILED: Final = "failed"
 PENDING: Final = "pending"
 
-# The normalised failure codes a payment can carry.
-FAILURE_CODES: Final[frozenset[str]] = frozenset(
-    {
-        "payer_declined",
-        "payer_unreachable",
-        "insufficient_funds",
-        "wrong_pin",
-        "payer_not_found",
-        "expired",
-        "subscriber_busy",
-        "limit_exceeded",
-        "not_allowed",
-        "invalid_request",
-        "provider_error",
-        "provider_unavailable",
-        "duplicate_transaction",
-        "timeout",
-        "rejected_by_provider",
-        "unknown_failure",
-    }
-)
+# The normalised failure codes a payment can carry (explained in states.FAILURE_CODES).
+FAILURE_CODES: Final[frozenset[str]] = frozenset(_STATE_FAILURE_CODES)
 
 
 @dataclass(frozen=True)

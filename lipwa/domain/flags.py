@@ -17,7 +17,9 @@ from lipwa.domain.errors import DomainError
 
 FlagKind = Literal["gateway", "provider", "merchant", "account", "rollout"]
 PROVIDERS = ("mpesa", "momo")
-_KEY = re.compile(r"(gateway)|(provider|rollout):(mpesa|momo)|(merchant|account):([A-Za-z0-9_]{1,40})")
+_KEY = re.compile(
+    r"(gateway)|(provider|rollout):(mpesa|momo)|(merchant|account):([A-Za-z0-9_]{1,40})"
+)
 
 
 @dataclass(frozen=True)

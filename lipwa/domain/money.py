@@ -164,7 +164,8 @@ def check_amount(amount: Decimal, rule: AmountRule, currency: str, param: str = 
         raise DomainError("amount_not_whole", f"{name} takes whole {currency} only.", param=param)
 
 
-_OVERRIDE_KEYS = frozenset({"minimum", "maximum", "whole_units"})
+# daily_per_payer is read by lipwa.domain.payer_limits, not by rule_for.
+_OVERRIDE_KEYS = frozenset({"minimum", "maximum", "whole_units", "daily_per_payer"})
 
 
 def _override_limit(value: object, currency: str, key: str) -> Decimal:
@@ -206,7 +207,8 @@ def rule_for(
     if not isinstance(override, Mapping) or not set(override) <= _OVERRIDE_KEYS:
         raise DomainError(
             "invalid_amount_limits",
-            f"Amount limits for {currency} take only minimum, maximum and whole_units.",
+            f"Amount limits for {currency} take only minimum, maximum, whole_units and "
+            "daily_per_payer.",
             param=f"limits.{currency}",
         )
     changes: dict[str, Any] = {}

@@ -45,9 +45,8 @@ def daily_limit_for(currency: str, overrides: Mapping[str, Any] | None = None) -
         return None
     param = f"limits.{currency}.daily_per_payer"
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
-        raise DomainError(
-            "invalid_amount_limits", 'daily_per_payer must be a decimal string such as "50000".', param
-        )
+        message = 'daily_per_payer must be a decimal string such as "50000", or null.'
+        raise DomainError("invalid_amount_limits", message, param)
     try:
         return parse_amount(str(value), currency, param=param)
     except DomainError as exc:

@@ -22,5 +22,6 @@ def parse_prefix_overrides(text: str) -> dict[str, Network]:
             table[prefix] = Network(name.lower())
         except ValueError:
             known = ", ".join(n.value for n in Network if n is not Network.UNKNOWN)
-            raise ValueError(f"phone prefix {pair!r}: unknown network; use one of {known}") from None
+            message = f"phone prefix {pair!r}: unknown network; use one of {known}"
+            raise ValueError(message) from None
     return table

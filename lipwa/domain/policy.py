@@ -48,8 +48,10 @@ def check_rate(text: object, param: str) -> str:
 
 
 def _window(value: object, param: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-        0 <= value <= _MAX_WINDOW_S
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (0 <= value <= _MAX_WINDOW_S)
     ):
         raise DomainError(
             "invalid_rate_limit",

@@ -2,7 +2,7 @@
 
 Covers OAuth, M-Pesa Express (STK push + query + callback), C2B (register, simulate,
 validation, confirmation) here, and the initiator-secured APIs (B2C, Transaction Status,
-Account Balance, Reversal) in ``daraja_secured``. Wire facts: /work/shared/providers/daraja.md.
+Account Balance, Reversal) in ``daraja_secured``. Wire facts: ../shared/providers/daraja.md.
 
 Simulator choices where Daraja's behaviour is unconfirmed (see also ``daraja_secured``):
 

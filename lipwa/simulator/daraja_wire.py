@@ -2,7 +2,7 @@
 
 Everything here is pure (no Starlette routes, no simulator state) so the endpoint code in
 ``daraja.py`` / ``daraja_secured.py`` reads as a list of checks in Daraja's own order.
-Facts come from /work/shared/providers/daraja.md (sections cited as §n).
+Facts come from ../shared/providers/daraja.md (sections cited as §n).
 """
 
 from __future__ import annotations

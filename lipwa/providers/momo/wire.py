@@ -1,6 +1,6 @@
 """MoMo Open API wire format: request bodies, error shapes, status results.
 
-Pure functions, no I/O. Facts: /work/shared/providers/momo.md §3, §4, §6.
+Pure functions, no I/O. Facts: ../shared/providers/momo.md §3, §4, §6.
 """
 
 from __future__ import annotations

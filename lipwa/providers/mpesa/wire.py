@@ -1,6 +1,6 @@
 """Daraja wire format: request bodies, the error shape and what each error means.
 
-Pure functions, no I/O. Facts: /work/shared/providers/daraja.md §2.1, §2.3, §3.
+Pure functions, no I/O. Facts: ../shared/providers/daraja.md §2.1, §2.3, §3.
 """
 
 from __future__ import annotations
