@@ -25,6 +25,8 @@ from typing import Any
 
 import httpx
 
+MAX_DELIVERIES = 32  # callbacks in flight at once
+
 
 @dataclass
 class Faults:
@@ -189,6 +191,9 @@ class Simulator:
         self._held: dict[str, CallbackRecord] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
+        # Callbacks in flight at once: unbounded delivery makes httpx's pool bookkeeping eat
+        # the process once callbacks fall behind (measured in bench/).
+        self._delivery_slots: asyncio.Semaphore | None = None
         self.started_at = time.time()
 
     # ----- deterministic chance -------------------------------------------------------------
@@ -263,7 +268,11 @@ class Simulator:
     # ----- callbacks ------------------------------------------------------------------------
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(10.0),
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=MAX_DELIVERIES, max_keepalive_connections=16),
+            )
         return self._client
 
     def spawn(self, coro: Any) -> None:
@@ -339,6 +348,12 @@ class Simulator:
             await self._deliver(held, headers)
 
     async def _deliver(self, record: CallbackRecord, headers: dict[str, str]) -> None:
+        if self._delivery_slots is None:
+            self._delivery_slots = asyncio.Semaphore(MAX_DELIVERIES)
+        async with self._delivery_slots:
+            await self._deliver_now(record, headers)
+
+    async def _deliver_now(self, record: CallbackRecord, headers: dict[str, str]) -> None:
         try:
             response = await self.client().request(
                 record.method,
