@@ -76,7 +76,6 @@ class Proc:
         *,
         env: Mapping[str, str] | None = None,
         log_dir: Path | None = None,
-        capture_stdout: bool = False,
     ) -> None:
         self.name = name
         self.args = list(args)
@@ -89,7 +88,7 @@ class Proc:
             cwd=REPO,
             env=bench_env(env),
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if capture_stdout else self._log,
+            stdout=self._log,
             stderr=self._log,
             start_new_session=True,
         )
@@ -108,17 +107,16 @@ class Proc:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         return ""
 
-    def communicate(self, timeout_s: float) -> str:
-        """Wait for the process to finish; its stdout (when captured)."""
+    def communicate(self, timeout_s: float) -> None:
+        """Wait for the process to finish (stop it if it overruns)."""
         try:
-            out, _ = self.popen.communicate(timeout=timeout_s)
+            self.popen.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self.stop()
             raise RuntimeError(f"{self.name} did not finish in {timeout_s:.0f} s") from None
         finally:
             _LIVE.discard(self)
             self._log.close()
-        return (out or b"").decode()
 
     def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM the whole process group, SIGKILL it if it lingers."""
@@ -392,20 +390,27 @@ def write_results(
     return path
 
 
-def run_json(proc: Proc, timeout_s: float) -> dict[str, Any]:
-    """Wait for a child that prints one JSON object as its last stdout line."""
-    out = proc.communicate(timeout_s)
-    lines = [line for line in out.splitlines() if line.strip()]
-    if proc.popen.returncode != 0 or not lines:
-        raise RuntimeError(f"{proc.name} failed (exit {proc.popen.returncode}):\n{proc.log_tail()}")
-    result: dict[str, Any] = json.loads(lines[-1])
+def run_loadgen(
+    spec: Mapping[str, Any], *, name: str, log_dir: Path, timeout_s: float = 600.0,
+    on_start: Callable[[Proc], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``bench.loadgen`` in its own process and return its result."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    out = log_dir / f"{name}.result.json"
+    out.unlink(missing_ok=True)
+    proc = Proc(
+        name,
+        [PYTHON, "-m", "bench.loadgen", json.dumps(dict(spec)), str(out)],
+        log_dir=log_dir,
+    )
+    if on_start is not None:
+        on_start(proc)
+    proc.communicate(timeout_s)
+    if proc.popen.returncode != 0 or not out.exists():
+        raise RuntimeError(f"{name} failed (exit {proc.popen.returncode}):\n{proc.log_tail()}")
+    result: dict[str, Any] = json.loads(out.read_text())
+    out.unlink()
     return result
-
-
-def timed(fn: Callable[[], Any]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
 
 
 # ----- the simulator, shared by both benchmarks -----------------------------------------------
@@ -416,14 +421,21 @@ class SimulatorProcess:
     credentials: dict[str, Any]
 
 
+SIMULATOR_FACTORY = "lipwa.simulator.app:create_app_from_env"
+
+
 def start_simulator(
-    prompt_seconds: float, *, name: str = "simulator", log_dir: Path | None = None
+    prompt_seconds: float,
+    *,
+    name: str = "simulator",
+    log_dir: Path | None = None,
+    factory: str = SIMULATOR_FACTORY,
 ) -> SimulatorProcess:
     """The simulator in its own uvicorn process; MoMo callbacks allowed to 127.0.0.1."""
     port = free_port()
     proc = Proc(
         name,
-        uvicorn_args("lipwa.simulator.app:create_app_from_env", port),
+        uvicorn_args(factory, port),
         env={"LIPWA_SIM_SEED": "1"},
         log_dir=log_dir,
     )

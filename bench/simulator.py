@@ -12,7 +12,6 @@ delivered and the callback lag (push accepted -> callback received, prompt_secon
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,8 +20,8 @@ from typing import Any
 import httpx
 
 from bench.common import (
-    PYTHON,
     RESULTS,
+    SIMULATOR_FACTORY,
     Column,
     CpuSampler,
     Proc,
@@ -31,7 +30,7 @@ from bench.common import (
     install_signal_handlers,
     percentiles,
     render,
-    run_json,
+    run_loadgen,
     start_simulator,
     uvicorn_args,
     wait_ready,
@@ -55,17 +54,19 @@ COLUMNS: list[Column] = [
     ("lag_p50_ms", "push→cb p50 ms"),
     ("lag_p99_ms", "push→cb p99 ms"),
     ("cpu_simulator", "sim CPU%"),
+    ("sim_cpu_ms_per_request", "sim CPU ms/(req+cb)"),
     ("cpu_loadgen", "loadgen CPU%"),
 ]
 
 
 @dataclass
 class SimBenchConfig:
-    requests: int = 4000
+    requests: int = 2000
     concurrency: int = 64
     prompt_seconds: float = 0.05
     providers: tuple[str, ...] = ("mpesa", "momo")
-    callback_wait_s: float = 30.0
+    callback_wait_s: float = 15.0
+    sim_factory: str = SIMULATOR_FACTORY
     out_dir: Path = field(default_factory=lambda: RESULTS)
 
 
@@ -114,7 +115,18 @@ def _row(
         "prompt_seconds": config.prompt_seconds,
         "elapsed_s": load["elapsed_s"],
         **{f"cpu_{name}": pct for name, pct in cpu.items()},
+        "sim_cpu_ms_per_request": _sim_cpu_ms(cpu, load, callbacks),
     }
+
+
+def _sim_cpu_ms(
+    cpu: dict[str, float], load: dict[str, Any], callbacks: dict[str, Any]
+) -> float | None:
+    """Simulator CPU ms per accepted request (its callback included)."""
+    end = callbacks["last"] or load["wall_end"]
+    if "simulator" not in cpu or not load["ok"]:
+        return None
+    return round(cpu["simulator"] * 10 * (end - load["wall_start"]) / load["ok"], 2)
 
 
 def run(config: SimBenchConfig) -> list[dict[str, Any]]:
@@ -128,7 +140,9 @@ def run(config: SimBenchConfig) -> list[dict[str, Any]]:
     )
     sim = None
     try:
-        sim = start_simulator(config.prompt_seconds, name="sim-simulator", log_dir=logs)
+        sim = start_simulator(
+            config.prompt_seconds, name="sim-simulator", log_dir=logs, factory=config.sim_factory
+        )
         receiver_url = f"http://127.0.0.1:{receiver_port}"
         wait_ready(f"{receiver_url}/stats", receiver)
         with CpuSampler() as cpu:
@@ -146,14 +160,12 @@ def run(config: SimBenchConfig) -> list[dict[str, Any]]:
                     credentials=sim.credentials,
                     return_keys=True,
                 )
-                loadgen = Proc(
-                    f"sim-loadgen-{provider}",
-                    [PYTHON, "-m", "bench.loadgen", json.dumps(asdict(spec))],
+                load = run_loadgen(
+                    asdict(spec),
+                    name=f"sim-loadgen-{provider}",
                     log_dir=logs,
-                    capture_stdout=True,
+                    on_start=lambda proc: cpu.add("loadgen", proc.pid),
                 )
-                cpu.add("loadgen", loadgen.pid)
-                load = run_json(loadgen, timeout_s=600)
                 callbacks = _wait_for_callbacks(receiver_url, load["ok"], config.callback_wait_s)
                 usage = cpu.usage(load["wall_start"], callbacks["last"] or load["wall_end"])
                 rows.append(_row(config, provider, load, callbacks, usage))
@@ -184,6 +196,10 @@ def parser(defaults: SimBenchConfig | None = None) -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=d.concurrency)
     p.add_argument("--prompt-seconds", type=float, default=d.prompt_seconds)
     p.add_argument("--providers", default=",".join(d.providers), help="mpesa,momo")
+    p.add_argument("--callback-wait", type=float, default=d.callback_wait_s,
+                   help="seconds to wait for the last callbacks")
+    p.add_argument("--sim-factory", default=d.sim_factory,
+                   help="app factory, e.g. bench.experiments:simulator_bounded_callbacks")
     p.add_argument("--out", type=Path, default=d.out_dir, help="results folder")
     return p
 
@@ -194,6 +210,8 @@ def config_from(args: argparse.Namespace) -> SimBenchConfig:
         concurrency=args.concurrency,
         prompt_seconds=args.prompt_seconds,
         providers=tuple(p for p in args.providers.split(",") if p),
+        callback_wait_s=args.callback_wait,
+        sim_factory=args.sim_factory,
         out_dir=args.out,
     )
 

@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
+from lipwa.cli_accounts import accounts_app
+from lipwa.cli_ops import audit_app, flags_app, mode_problem
+
 app = typer.Typer(
     help="Lipwa: a self-hosted mobile money gateway (M-Pesa and MTN MoMo).", no_args_is_help=True
 )
@@ -83,6 +86,9 @@ def simulate(
 
 keys_app = typer.Typer(help="Encryption keys for credentials at rest.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(flags_app, name="flags")
+app.add_typer(audit_app, name="audit")
+app.add_typer(accounts_app, name="accounts")
 
 
 def _settings() -> Settings:
@@ -96,11 +102,66 @@ def _settings() -> Settings:
 
 
 @keys_app.command("generate")
-def keys_generate(version: str = typer.Option("v1", help="Version label of the new key.")) -> None:
-    """Print a new AES-256 key for LIPWA_ENCRYPTION_KEYS (put it first to make it active)."""
+def keys_generate(
+    version: str | None = typer.Option(
+        None, help="Version label of the new key (default: today's date, v20260131)."
+    ),
+) -> None:
+    """Print a new AES-256 key for LIPWA_ENCRYPTION_KEYS (put it first to make it active).
+
+    The default version carries the creation date, from which `lipwa doctor` tells its age."""
+    from lipwa.keys import dated_version
     from lipwa.vault import generate_key_text
 
-    typer.echo(generate_key_text(version))
+    typer.echo(generate_key_text(version or dated_version()))
+
+
+@keys_app.command("status")
+def keys_status(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """How many sealed secrets each key version protects (drop a key once it shows 0)."""
+    from lipwa.cli_keys import status
+
+    status(as_json)
+
+
+@keys_app.command("rotate")
+def keys_rotate(batch: int = typer.Option(100, help="Rows read per page.")) -> None:
+    """Re-seal every secret under the active (first) key, row by row, beside a live gateway.
+
+    Resumable: it only touches rows not yet on the active version."""
+    from lipwa.cli_keys import rotate
+
+    rotate(batch)
+
+
+@app.command()
+def doctor(
+    online: bool = typer.Option(
+        False, "--online", help="Also fetch a token per account and call the public URL."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    processes: int = typer.Option(
+        1, help="API processes you run (serve --workers, replicas): more than one needs Redis."
+    ),
+    alert_rules: Path = typer.Option(
+        Path("deploy/prometheus/lipwa-alerts.yml"), help="The Prometheus alert rules you load."
+    ),
+) -> None:
+    """Check this configuration for production: pass / warn / fail, with the fix for each.
+
+    Exits 1 when any check fails."""
+    from lipwa.doctor.command import run_command
+
+    run_command(
+        _settings(),
+        console,
+        online=online,
+        as_json=as_json,
+        processes=processes,
+        alert_rules=alert_rules,
+    )
 
 
 @app.command()
@@ -136,6 +197,10 @@ def serve(
         raise typer.Exit(2) from exc
     if migrate_first:
         upgrade(settings.database_url)
+    problem = mode_problem(settings)
+    if problem:
+        console.print(f"[red]Cannot start:[/red] {problem}")
+        raise typer.Exit(2)
     uvicorn.run(
         "lipwa.api.app:create_app",
         factory=True,
@@ -191,6 +256,106 @@ def events_deliveries(event_id: str = typer.Argument(..., help="The event (evt_�
     from lipwa.cli_events import deliveries
 
     deliveries(_settings(), console, event_id)
+
+
+@app.command()
+def worker() -> None:
+    """Run the worker (status checks, callback sweep, webhook deliveries) until SIGTERM/SIGINT.
+
+    `lipwa serve` runs it too when LIPWA_ROLE is "all" (the default); run this beside API
+    processes started with LIPWA_ROLE=api."""
+    from lipwa.cli_recovery import run_worker_process
+    from lipwa.container import ConfigurationError, load_vault
+    from lipwa.observability import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_json)
+    try:
+        load_vault(settings)
+    except ConfigurationError as exc:
+        console.print(f"[red]Cannot start:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    run_worker_process(settings)
+
+
+@app.command()
+def recover(
+    since: str | None = typer.Option(
+        None, "--since", help="Only payments created at or after this ISO time (with zone)."
+    ),
+    merchant: str | None = typer.Option(None, "--merchant", help="Only this merchant (mer_…)."),
+    concurrency: int = typer.Option(10, help="Payments checked in parallel."),
+) -> None:
+    """Ask the providers about every open (pending/unknown) payment now; print a summary."""
+    from datetime import datetime
+
+    from lipwa.cli_recovery import recover as run_recover
+
+    started: datetime | None = None
+    if since is not None:
+        try:
+            started = datetime.fromisoformat(since)
+        except ValueError as exc:
+            raise typer.BadParameter("use an ISO time such as 2026-01-31T08:00:00Z") from exc
+        if started.tzinfo is None:
+            raise typer.BadParameter("--since needs a time zone, such as Z or +03:00")
+    run_recover(_settings(), console, started, merchant, concurrency)
+
+
+@app.command()
+def reconcile(
+    account: str = typer.Option(..., "--account", help="The provider account (acct_…)."),
+    statement: Path = typer.Option(
+        ..., "--statement", help="M-Pesa organisation statement or MoMo export (CSV)."
+    ),
+    date: str | None = typer.Option(
+        None, "--date", help="The day it covers, YYYY-MM-DD (default: the days of its rows)."
+    ),
+    fmt: str = typer.Option("table", "--format", help="table, csv or json."),
+    output: Path | None = typer.Option(None, "--output", help="Write the report to this file."),
+) -> None:
+    """Reconcile a provider statement with Lipwa's payments of that account; store the run.
+
+    Exit code: 0 no discrepancies, 1 discrepancies found, 2 the statement was rejected."""
+    from datetime import date as date_type
+
+    from lipwa.cli_reconcile import reconcile as run_reconcile
+
+    day = None
+    if date is not None:
+        try:
+            day = date_type.fromisoformat(date)
+        except ValueError as exc:
+            raise typer.BadParameter("use a date such as 2026-01-31", param_hint="--date") from exc
+    code = run_reconcile(_settings(), console, account, statement, day, fmt, output)
+    raise typer.Exit(code)
+
+
+report_app = typer.Typer(help="Reports: revenue and fees.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("revenue")
+def report_revenue(
+    from_: str = typer.Option(..., "--from", help="First day, YYYY-MM-DD."),
+    to: str = typer.Option(..., "--to", help="Last day, YYYY-MM-DD (inclusive)."),
+    merchant: str | None = typer.Option(None, "--merchant", help="Only this merchant (mer_…)."),
+    mode: str = typer.Option("live", "--mode", help="live or test payments."),
+    fmt: str = typer.Option("table", "--format", help="table, csv or json."),
+    output: Path | None = typer.Option(None, "--output", help="Write the report to this file."),
+) -> None:
+    """Gross, provider fees, platform fees and net per merchant, currency and day."""
+    from lipwa.cli_reconcile import revenue
+    from lipwa.domain.errors import DomainError
+    from lipwa.services.revenue import parse_day
+
+    try:
+        first, last = parse_day(from_, "--from"), parse_day(to, "--to")
+    except DomainError as exc:
+        raise typer.BadParameter(exc.message) from exc
+    if mode not in {"live", "test"}:
+        raise typer.BadParameter("use live or test", param_hint="--mode")
+    raise typer.Exit(revenue(_settings(), console, first, last, merchant, mode, fmt, output))
 
 
 def main() -> None:

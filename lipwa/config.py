@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     circuit_cooldown_s: float = 30.0
     # Run the worker inside the API process (`lipwa serve`); None: only when role is "all".
     run_worker: bool | None = None
+    # Comma-separated names of the worker jobs to run (e.g. "payment_checks,callback_sweep");
+    # None runs them all.
+    worker_jobs: str | None = None
     # Webhooks out: per-attempt timeout, parallel sends, retry back-off (base * 2^n with full
     # jitter, capped) and how long after the event a delivery is given up.
     webhook_timeout_s: float = 10.0
@@ -80,8 +83,13 @@ class Settings(BaseSettings):
     same_amount_window_s: float = 120.0  # M-Pesa: same phone and amount refused within (0: off)
     duplicate_window_s: float = 600.0  # same phone, amount and reference (0: off)
     redis_key_prefix: str = "lipwa"
+    # Daily reconciliation drop folder: <dir>/<account_id>/<YYYY-MM-DD>.csv (docs/reconciliation.md)
+    statements_dir: str | None = None
     # Enable the interactive /docs pages.
     docs: bool = True
+    # GET /metrics (Prometheus text): open when unset (it holds no secrets or phone numbers);
+    # when set, scrapers must send "Authorization: Bearer <token>" (docs/going-live.md).
+    metrics_token: SecretStr | None = None
 
     @field_validator("public_url")
     @classmethod

@@ -12,8 +12,13 @@ from lipwa.providers.tokens import TokenCache
 from lipwa.services.callbacks import CallbackService
 from lipwa.services.circuit import CircuitBreaker
 from lipwa.services.collect import CollectService
+from lipwa.services.flags import FlagCache
+from lipwa.services.guards import payment_guards
+from lipwa.services.modes import mode_problem
+from lipwa.services.money import MoneyServices
 from lipwa.services.pacing import Pacer
 from lipwa.services.providers import ProviderRegistry
+from lipwa.services.ratelimit import RateLimits
 from lipwa.services.recovery import RecoveryService
 from lipwa.services.recovery_rules import Schedule
 from lipwa.services.webhooks import DeliveryPolicy, WebhookSender
@@ -50,6 +55,9 @@ class Container:
     webhooks: WebhookSender
     circuits: CircuitBreaker
     recovery: RecoveryService
+    flags: FlagCache
+    rate_limits: RateLimits
+    money: MoneyServices  # payouts, refunds, their callbacks and recovery
 
     @classmethod
     def build(cls, settings: Settings) -> Container:
@@ -74,6 +82,8 @@ class Container:
         )
         # In memory, per process: see lipwa.services.circuit.
         circuits = CircuitBreaker(settings.circuit_failures, settings.circuit_cooldown_s)
+        flags = FlagCache(sessions, settings.flags_refresh_s)
+        rate_limits = RateLimits.from_settings(settings)
         return cls(
             settings=settings,
             engine=engine,
@@ -88,7 +98,8 @@ class Container:
                 settings.public_url,
                 first_check_after_s=settings.first_check_after_s,
                 idempotency_wait_s=settings.idempotency_wait_s,
-                guards=[circuits],
+                guards=payment_guards(settings, flags, rate_limits, before_budget=[circuits]),
+                prefix_overrides=settings.prefix_overrides,
             ),
             callbacks=CallbackService(sessions),
             webhooks=WebhookSender(
@@ -118,9 +129,20 @@ class Container:
                 pacer=Pacer(settings.momo_status_per_second),
                 circuits=circuits,
             ),
+            flags=flags,
+            rate_limits=rate_limits,
+            money=MoneyServices.build(settings, sessions, registry, flags),
         )
 
+    async def check_startup(self) -> None:
+        """Refuse to serve when LIPWA_MODE contradicts the keys and accounts in the database."""
+        async with self.sessions() as session:
+            problem = await mode_problem(session, self.settings.mode)
+        if problem:
+            raise ConfigurationError(problem)
+
     async def close(self) -> None:
+        await self.rate_limits.close()
         await self.webhooks.close()
         await self.http.aclose()
         await self.engine.dispose()

@@ -36,9 +36,9 @@ def bootstrap_demo_merchant(
     gateway: str, admin_token: str, simulator: str, name: str = "Demo shop"
 ) -> dict[str, Any]:
     """Create a merchant with M-Pesa and MoMo sandbox accounts on the simulator; a test key."""
-    creds = httpx.get(f"{simulator}/_sim/credentials").json()
+    creds = httpx.get(f"{simulator}/_sim/credentials", timeout=30).json()
     headers = {"Authorization": f"Bearer {admin_token}"}
-    with httpx.Client(base_url=gateway, headers=headers) as admin:
+    with httpx.Client(base_url=gateway, headers=headers, timeout=30) as admin:
         merchant = admin.post("/admin/v1/merchants", json={"name": name}).raise_for_status().json()
         mpesa, momo = creds["mpesa"], creds["momo"]
         admin.post(
@@ -90,7 +90,7 @@ def _watch_payment(gateway: str, api_key: str, console: Console) -> dict[str, An
         "reference": "demo-1",
         "description": "Demo payment",
     }
-    payment = httpx.post(f"{gateway}/v1/payments", json=body, headers=headers).json()
+    payment = httpx.post(f"{gateway}/v1/payments", json=body, headers=headers, timeout=60).json()
     console.print(f"  {payment.get('id')}: {payment.get('status')}")
     deadline = time.monotonic() + 30
     while payment.get("status") in {"pending", "unknown"} and time.monotonic() < deadline:
@@ -98,6 +98,7 @@ def _watch_payment(gateway: str, api_key: str, console: Console) -> dict[str, An
         payment = httpx.get(
             f"{gateway}/v1/payments/{payment['id']}",
             headers={"Authorization": headers["Authorization"]},
+            timeout=30,
         ).json()
     console.print(
         f"  {payment.get('id')}: [bold]{payment.get('status')}[/bold]"

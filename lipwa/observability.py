@@ -17,19 +17,30 @@ SECRET_KEYS = re.compile(
 )
 # Long digit runs that look like MSISDNs with a country code (254…, 250…, 256…, 467…).
 PHONE = re.compile(r"\b(2547|2541|2507|2567|4673)(\d{3,5})(\d{3})\b")
+# The same numbers in national format (07…, 01… in Kenya; 078/079 in Rwanda; 077/078 in Uganda).
+LOCAL_PHONE = re.compile(r"\b(07|01)(\d{5})(\d{3})\b")
 # Callback URL tokens: /callbacks/<token>/...
 CALLBACK_TOKEN = re.compile(r"(/callbacks/)([A-Za-z0-9_\-]{8,})")
+# Secrets that travel inside text: auth headers, Lipwa API keys, webhook signing secrets.
+INLINE_SECRET = re.compile(
+    r"\b(Bearer\s+|Basic\s+)[A-Za-z0-9._~+/=\-]{8,}|\b(lw_live_|lw_test_|whsec_)[A-Za-z0-9_\-]{4,}"
+)
 REDACTED = "[REDACTED]"
 
 
 def mask_text(text: str) -> str:
+    text = INLINE_SECRET.sub(lambda m: f"{m.group(1) or m.group(2)}{REDACTED}", text)
     text = PHONE.sub(lambda m: f"{m.group(1)}{'*' * len(m.group(2))}{m.group(3)}", text)
+    text = LOCAL_PHONE.sub(lambda m: f"{m.group(1)}{'*' * len(m.group(2))}{m.group(3)}", text)
     return CALLBACK_TOKEN.sub(lambda m: f"{m.group(1)}{m.group(2)[:4]}…", text)
 
 
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
         return mask_text(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 10**8:
+        masked = mask_text(str(value))  # a phone number given as an int
+        return value if masked == str(value) else masked
     if isinstance(value, dict):
         return {
             k: (REDACTED if SECRET_KEYS.search(str(k)) else _scrub(v)) for k, v in value.items()
@@ -73,8 +84,9 @@ def configure_logging(
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact,
+            # Tracebacks first, so their text is masked too.
             structlog.processors.format_exc_info,
+            redact,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

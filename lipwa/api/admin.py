@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from lipwa.api.deps import AdminDep, ContainerDep
 from lipwa.api.errors import ERROR_RESPONSES
 from lipwa.clock import isoformat
-from lipwa.services import accounts
+from lipwa.services import accounts, audit
 
 router = APIRouter(prefix="/admin/v1", tags=["admin"], responses=ERROR_RESPONSES)
 
@@ -22,10 +22,11 @@ class ApiKeyIn(BaseModel):
 
 @router.post("/merchants", status_code=201, summary="Create a merchant")
 async def create_merchant(
-    body: accounts.MerchantIn, c: ContainerDep, _: AdminDep
+    body: accounts.MerchantIn, c: ContainerDep, actor: AdminDep
 ) -> dict[str, Any]:
     async with c.sessions() as session, session.begin():
         merchant = await accounts.create_merchant(session, body)
+        await audit.record(session, actor, "merchant.created", merchant.id, merchant.id)
         return accounts.merchant_view(merchant)
 
 
@@ -79,10 +80,12 @@ async def get_merchant(merchant_id: str, c: ContainerDep, _: AdminDep) -> dict[s
     },
 )
 async def create_account(
-    merchant_id: str, body: accounts.AccountIn, c: ContainerDep, _: AdminDep
+    merchant_id: str, body: accounts.AccountIn, c: ContainerDep, actor: AdminDep
 ) -> dict[str, Any]:
     async with c.sessions() as session, session.begin():
         account = await accounts.create_account(session, c.vault, merchant_id, body)
+        detail = {"provider": account.provider, "environment": account.environment}
+        await audit.record(session, actor, "account.created", account.id, merchant_id, "", detail)
         return accounts.account_view(account, c.settings.public_url)
 
 
@@ -103,10 +106,12 @@ async def list_accounts(merchant_id: str, c: ContainerDep, _: AdminDep) -> dict[
     summary="Create an API key; the key is shown once, in this response only",
 )
 async def create_api_key(
-    merchant_id: str, body: ApiKeyIn, c: ContainerDep, _: AdminDep
+    merchant_id: str, body: ApiKeyIn, c: ContainerDep, actor: AdminDep
 ) -> dict[str, Any]:
     async with c.sessions() as session, session.begin():
         key, raw = await accounts.create_api_key(session, merchant_id, body.mode)
+        detail = {"mode": key.mode}
+        await audit.record(session, actor, "api_key.created", key.id, merchant_id, "", detail)
         return {
             "id": key.id,
             "object": "api_key",

@@ -8,9 +8,22 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from lipwa import __version__
-from lipwa.api import admin, callbacks, errors, events, health, payments, webhooks
+from lipwa.api import admin, callbacks, errors, events, health, payments, recovery, webhooks
+from lipwa.api import audit as audit_api
+from lipwa.api import balances as balances_api
+from lipwa.api import c2b as c2b_api
+from lipwa.api import flags as flags_api
+from lipwa.api import metrics as metrics_api
+from lipwa.api import money_callbacks as money_callbacks_api
+from lipwa.api import payouts as payouts_api
+from lipwa.api import phones as phones_api
+from lipwa.api import reconciliations as reconciliations_api
+from lipwa.api import refunds as refunds_api
+from lipwa.api import reports as reports_api
 from lipwa.config import Settings
 from lipwa.container import Container
+from lipwa.web import install as install_pages
+from lipwa.worker.embedded import embedded_worker
 
 DESCRIPTION = """
 One API in front of M-Pesa (Daraja) and MTN MoMo.
@@ -31,7 +44,10 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         own = container is None
         app.state.container = container or Container.build(settings)
         try:
-            yield
+            await app.state.container.check_startup()  # LIPWA_MODE vs keys and accounts
+            # The worker runs here unless role/run_worker say it runs elsewhere.
+            async with embedded_worker(app.state.container, settings.embeds_worker):
+                yield
         finally:
             if own:
                 await app.state.container.close()
@@ -46,9 +62,27 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     )
     errors.install(app)
     app.include_router(payments.router)
+    app.include_router(payouts_api.router)
+    app.include_router(payouts_api.admin_router)
+    app.include_router(refunds_api.router)
+    app.include_router(recovery.router)
+    app.include_router(recovery.admin_router)
     app.include_router(events.router)
     app.include_router(webhooks.router)
+    app.include_router(phones_api.router)
     app.include_router(admin.router)
+    app.include_router(flags_api.router)
+    app.include_router(audit_api.router)
+    app.include_router(reconciliations_api.router)
+    app.include_router(reports_api.router)
+    app.include_router(reports_api.admin_router)
     app.include_router(callbacks.router)
+    app.include_router(money_callbacks_api.router)
+    app.include_router(balances_api.router)  # GET /v1/balances
+    app.include_router(balances_api.callbacks_router)  # M-Pesa balance results
+    app.include_router(c2b_api.callbacks_router)  # C2B validation / confirmation
+    app.include_router(c2b_api.admin_router)  # register-c2b, c2b-rules
     app.include_router(health.router)
+    install_pages(app, settings)  # checkout, onboarding and dashboard pages (lipwa.web)
+    metrics_api.install(app)  # GET /metrics and request counters
     return app

@@ -6,6 +6,7 @@ import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from lipwa import metrics
 from lipwa.api.deps import ContainerDep
 
 router = APIRouter(prefix="/callbacks", include_in_schema=False)
@@ -13,6 +14,13 @@ log = structlog.get_logger("lipwa.callbacks")
 
 
 async def _receive(
+    request: Request, c: ContainerDep, token: str, kind: str, payment_id: str
+) -> None:
+    with metrics.callback_timer(kind):
+        await _receive_and_apply(request, c, token, kind, payment_id)
+
+
+async def _receive_and_apply(
     request: Request, c: ContainerDep, token: str, kind: str, payment_id: str
 ) -> None:
     body = await request.body()

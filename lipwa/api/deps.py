@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from lipwa.container import Container
 from lipwa.errors import ApiError
 from lipwa.services.accounts import Caller, authenticate
+from lipwa.services.modes import mode_refusal
+from lipwa.services.ratelimit import check_api_key
 
 bearer = HTTPBearer(auto_error=False, description="API key `lw_test_…` / `lw_live_…`")
 admin_bearer = HTTPBearer(auto_error=False, description="LIPWA_ADMIN_TOKEN", scheme_name="admin")
@@ -48,6 +50,10 @@ async def caller(
         found = await authenticate(s, credentials.credentials)
     if found is None:
         raise _unauthorized("Invalid API key")
+    refusal = mode_refusal(c.settings.mode, found.mode)
+    if refusal is not None:
+        raise refusal
+    await check_api_key(c.rate_limits, c.settings.rate_limit_api_key, found)
     return found
 
 

@@ -9,9 +9,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from lipwa.api.deps import ContainerDep
+from lipwa.services.readiness import heartbeat_age_s, ping_redis
 from lipwa.store.migrate import current_revision, head_revision
 
 router = APIRouter(prefix="/health", tags=["health"])
+
+WORKER_HEARTBEAT_MAX_AGE_S = 60.0
 
 
 @router.get("/live", summary="The process is up")
@@ -30,7 +33,35 @@ async def ready(c: ContainerDep) -> JSONResponse:
         checks["migrations"] = "ok" if revision == head_revision() else f"at {revision}"
     except Exception as exc:  # readiness reports, never raises
         checks["database"] = f"error: {type(exc).__name__}"
+    if c.settings.redis_url:  # shared rate limits: merchant requests fail without it
+        try:
+            await ping_redis(c.settings.redis_url)
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = f"error: {type(exc).__name__}"
     ok = all(v == "ok" for v in checks.values())
+    # Information, not a readiness failure: an open circuit means one provider account is
+    # failing, and this process can still serve everything else.
+    info: dict[str, Any] = {
+        "circuits_open": [x for x in c.circuits.snapshot() if x["state"] != "closed"]
+    }
+    if not c.settings.embeds_worker:
+        # Information too: taking the API out of the load balancer because the worker is down
+        # would refuse provider callbacks. LipwaWorkerDown alerts on it instead.
+        info["worker"] = await _worker_info(c)
     return JSONResponse(
-        {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
+        {"status": "ok" if ok else "unavailable", "checks": checks, "info": info},
+        status_code=200 if ok else 503,
     )
+
+
+async def _worker_info(c: ContainerDep) -> dict[str, Any]:
+    try:
+        async with c.sessions() as session:
+            age = await heartbeat_age_s(session)
+    except Exception as exc:
+        return {"status": f"error: {type(exc).__name__}"}
+    if age is None:
+        return {"status": "never_seen"}
+    status = "ok" if age <= WORKER_HEARTBEAT_MAX_AGE_S else "stale"
+    return {"status": status, "last_heartbeat_age_s": round(age, 1)}

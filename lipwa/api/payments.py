@@ -17,7 +17,7 @@ from lipwa.services.transitions import payment_view
 
 router = APIRouter(prefix="/v1", tags=["payments"], responses=ERROR_RESPONSES)
 
-IDEMPOTENCY_KEY_MAX = 255
+IDEMPOTENCY_KEY_MAX = 200  # stored with a mode prefix in a 255-character column
 
 
 @router.post(

@@ -83,12 +83,13 @@ class CircuitBreaker:
         if circuit.state is CircuitState.OPEN and now - circuit.opened_at >= self.cooldown_s:
             circuit.state = CircuitState.HALF_OPEN
             circuit.trial_at = None
-        if circuit.state is CircuitState.HALF_OPEN:
-            # One trial at a time; a trial that never reported back frees the slot after a
-            # cool-down of its own.
-            if circuit.trial_at is None or now - circuit.trial_at >= self.cooldown_s:
-                circuit.trial_at = now
-                return
+        # Half-open: one trial at a time; a trial that never reported back frees the slot
+        # after a cool-down of its own.
+        if circuit.state is CircuitState.HALF_OPEN and (
+            circuit.trial_at is None or now - circuit.trial_at >= self.cooldown_s
+        ):
+            circuit.trial_at = now
+            return
         raise self._refusal(circuit, now)
 
     def record(self, account_id: str, provider: str, *, failed: bool) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -21,8 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from lipwa.clock import utcnow
 from lipwa.domain.errors import DomainError
 from lipwa.domain.ids import new_id
-from lipwa.domain.money import check_amount, parse_amount, rule_for, to_provider_units
-from lipwa.domain.phones import Phone, normalise_phone, provider_for_network
+from lipwa.domain.money import (
+    PROVIDER_NAMES,
+    check_amount,
+    parse_amount,
+    rule_for,
+    to_provider_units,
+)
+from lipwa.domain.phones import Network, Phone, normalise_phone, provider_for_network
 from lipwa.domain.states import PaymentStatus
 from lipwa.errors import ApiError, invalid
 from lipwa.providers.base import SendOutcome, SendResult
@@ -104,20 +111,23 @@ class CollectService:
         first_check_after_s: float = 20.0,
         idempotency_wait_s: float = 15.0,
         guards: Sequence[Guard] = (),
+        prefix_overrides: Mapping[str, Network] | None = None,
     ) -> None:
         self._sessions = sessions
+        self._prefixes = prefix_overrides
         self.guards: list[Guard] = list(guards)
         self._registry = registry
         self._public_url = public_url
         self._first_check = timedelta(seconds=first_check_after_s)
         self._idempotency_wait_s = idempotency_wait_s
+        self._in_flight: dict[tuple[str, str], asyncio.Event] = {}
 
     # ----- validation (reads only) ----------------------------------------------------------
     async def plan(self, session: AsyncSession, caller: Caller, data: PaymentIn) -> Plan:
         currency = data.currency.upper()
         country = (data.country or COUNTRY_FOR_CURRENCY.get(currency) or "").upper() or None
         try:
-            phone = normalise_phone(data.phone, default_country=country)
+            phone = normalise_phone(data.phone, country, prefix_overrides=self._prefixes)
         except DomainError as exc:
             raise invalid(exc.code, exc.message, exc.param or "phone") from exc
         provider = provider_for_network(phone.network)
@@ -144,9 +154,11 @@ class CollectService:
         if not accounts:
             raise invalid(
                 "no_account_for_network",
-                f"This merchant has no active {provider} {caller.environment} account for "
-                f"{phone.network.value} numbers (a {caller.mode} key uses {caller.environment} "
-                "accounts only)",
+                f"{phone.network.value} numbers are charged through "
+                f"{PROVIDER_NAMES.get(provider, provider)} and this merchant has no active "
+                f"{provider} {caller.environment} account (a {caller.mode} key uses "
+                f"{caller.environment} accounts only); add one, or check the number's network "
+                "with POST /v1/phone-lookup",
                 "phone",
             )
         matching = [a for a in accounts if a.currency == currency]
@@ -170,15 +182,36 @@ class CollectService:
 
     # ----- the use case ---------------------------------------------------------------------
     async def create(self, caller: Caller, data: PaymentIn, idempotency_key: str) -> Outcome:
+        # Keys live per mode: a live key reusing a test key's Idempotency-Key never sees its
+        # answer (and vice versa).
+        idempotency_key = f"{caller.mode}:{idempotency_key}"
+        # Twins (same key) in this process wait for the first and then replay its answer, so a
+        # retry storm never runs the guards (nor spends the merchant's prompt budget).
+        slot = (caller.merchant_id, idempotency_key)
+        first = self._in_flight.get(slot)
+        if first is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(first.wait(), self._idempotency_wait_s)
+            return await self._create(caller, data, idempotency_key)
+        self._in_flight[slot] = done = asyncio.Event()
+        try:
+            return await self._create(caller, data, idempotency_key)
+        finally:
+            del self._in_flight[slot]
+            done.set()
+
+    async def _create(self, caller: Caller, data: PaymentIn, idempotency_key: str) -> Outcome:
         body = data.model_dump(mode="json")
         digest = request_hash(body)
         async with self._sessions() as session:
             replay = await self._replay(session, caller, idempotency_key, digest)
             if replay is not None:
                 return replay
-            plan = await self.plan(session, caller, data)
-            for guard in self.guards:
-                await guard.check(session, caller, plan, data)
+            plan = None
+            if not await self._claimed(session, caller, idempotency_key):  # else: twin in flight
+                plan = await self._admit(session, caller, data, idempotency_key)
+        if plan is None:
+            return await self._wait_for_twin(caller, idempotency_key, digest)
         payment = await self._write_ahead(caller, data, plan, idempotency_key, digest)
         if payment is None:  # a concurrent twin claimed the key first
             return await self._wait_for_twin(caller, idempotency_key, digest)
@@ -204,6 +237,24 @@ class CollectService:
         if row.state == "done" and row.response_body is not None:
             return Outcome(row.response_status or 200, row.response_body, replayed=True)
         return None
+
+    async def _admit(
+        self, session: AsyncSession, caller: Caller, data: PaymentIn, key: str
+    ) -> Plan | None:
+        """plan() then every guard; None if a twin with this key was admitted meanwhile (its
+        payment may be what a guard refused): a retry with the same key never sees a refusal."""
+        plan = await self.plan(session, caller, data)
+        try:
+            for guard in self.guards:
+                await guard.check(session, caller, plan, data)
+        except ApiError:
+            if await self._claimed(session, caller, key):
+                return None
+            raise
+        return plan
+
+    async def _claimed(self, session: AsyncSession, caller: Caller, key: str) -> bool:
+        return await session.get(IdempotencyKey, (caller.merchant_id, key)) is not None
 
     async def _wait_for_twin(self, caller: Caller, key: str, digest: str) -> Outcome:
         loop = asyncio.get_running_loop()

@@ -48,9 +48,7 @@ class FlagState:
 
     @classmethod
     def of(cls, row: Flag) -> FlagState:
-        return cls(
-            row.key, row.enabled, row.percentage, row.reason, row.updated_by, row.updated_at
-        )
+        return cls(row.key, row.enabled, row.percentage, row.reason, row.updated_by, row.updated_at)
 
 
 def flag_view(flag: FlagState) -> dict[str, Any]:
@@ -71,33 +69,41 @@ class FlagCache:
         self._sessions = sessions
         self.refresh_s = refresh_s
         self._flags: dict[str, FlagState] | None = None
-        self._loaded_at = 0.0
-        self._lock: asyncio.Lock | None = None
+        self._loaded_at = float("-inf")
+        self._generation = 0  # bumped by invalidate(): a read begun before it is not fresh
 
     def invalidate(self) -> None:
         """Forget the snapshot: the next read goes to the database."""
+        self._generation += 1
         self._loaded_at = float("-inf")
 
-    async def current(self) -> Mapping[str, FlagState]:
-        loop = asyncio.get_running_loop()
-        if self._flags is not None and loop.time() - self._loaded_at < self.refresh_s:
+    async def current(self, session: AsyncSession | None = None) -> Mapping[str, FlagState]:
+        """The flags, re-read when the copy is older than ``refresh_s``. Pass the caller's
+        ``session`` when it has one open: on SQLite a second connection would wait for it.
+        Concurrent refreshes are harmless (the same small read), so there is no lock."""
+        now = asyncio.get_running_loop().time()
+        if self._flags is not None and now - self._loaded_at < self.refresh_s:
             return self._flags
-        self._lock = self._lock or asyncio.Lock()
-        async with self._lock:
-            if self._flags is not None and loop.time() - self._loaded_at < self.refresh_s:
-                return self._flags
-            started = loop.time()
-            try:
-                async with self._sessions() as session:
-                    rows = await session.scalars(select(Flag))
-                    self._flags = {row.key: FlagState.of(row) for row in rows}
-            except Exception:
-                if self._flags is None:
-                    raise
-                log.warning("flags_refresh_failed_using_stale_copy", exc_info=True)
-                return self._flags
-            self._loaded_at = started
+        generation = self._generation
+        try:
+            if session is not None:
+                flags = await _load(session)
+            else:
+                async with self._sessions() as own:
+                    flags = await _load(own)
+        except Exception:
+            if self._flags is None:
+                raise
+            log.warning("flags_refresh_failed_using_stale_copy", exc_info=True)
             return self._flags
+        if generation == self._generation or self._flags is None:
+            self._flags = flags
+            self._loaded_at = now if generation == self._generation else float("-inf")
+        return flags
+
+
+async def _load(session: AsyncSession) -> dict[str, FlagState]:
+    return {row.key: FlagState.of(row) for row in await session.scalars(select(Flag))}
 
 
 # ----- writing: one flag, with its audit entry, in the caller's transaction -------------------
@@ -219,9 +225,9 @@ class KillSwitchGuard:
     async def check(
         self, session: AsyncSession, caller: Caller, plan: Plan, data: PaymentIn
     ) -> None:
-        refusal = switch_refusal(
-            await self._flags.current(), caller.merchant_id, plan.account.provider, plan.account.id
-        )
+        flags = await self._flags.current(session)
+        account = plan.account
+        refusal = switch_refusal(flags, caller.merchant_id, account.provider, account.id)
         if refusal is not None:
             GUARD_REFUSALS.labels(code=refusal.code).inc()
             raise refusal

@@ -19,7 +19,7 @@ import math
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lipwa.clock import utcnow
@@ -32,7 +32,7 @@ from lipwa.metrics import GUARD_REFUSALS
 from lipwa.providers.base import SendResult
 from lipwa.services.accounts import Caller
 from lipwa.services.collect import PaymentIn, Plan
-from lipwa.services.ratelimit import merchant_policy, rate_limit_error
+from lipwa.services.ratelimit import load_merchant, merchant_policy, rate_limit_error
 from lipwa.store.tables import Payment
 
 OPEN_STATUSES = (PaymentStatus.PENDING.value, PaymentStatus.UNKNOWN.value)
@@ -44,12 +44,12 @@ def _seconds_left(created_at: datetime, window_s: float, now: datetime) -> int:
     return max(1, math.ceil(left))
 
 
-def _payer(caller: Caller, plan: Plan) -> list[object]:
-    return [
+def _payer(caller: Caller, plan: Plan) -> ColumnElement[bool]:
+    return and_(
         Payment.merchant_id == caller.merchant_id,
         Payment.mode == caller.mode,
         Payment.phone == plan.phone.msisdn,
-    ]
+    )
 
 
 class _NoObserve:
@@ -64,14 +64,14 @@ class PayerGuard(_NoObserve):
     async def check(
         self, session: AsyncSession, caller: Caller, plan: Plan, data: PaymentIn
     ) -> None:
-        _, policy = await merchant_policy(session, caller, self._defaults)
+        policy = await merchant_policy(session, caller, self._defaults)
         now = utcnow()
         if policy.payer_lock_s > 0:
             since = now - timedelta(seconds=policy.payer_lock_s)
             open_ = (
                 await session.execute(
                     select(Payment.id, Payment.created_at)
-                    .where(*_payer(caller, plan), Payment.created_at >= since)
+                    .where(_payer(caller, plan), Payment.created_at >= since)
                     .where(Payment.status.in_(OPEN_STATUSES))
                     .order_by(Payment.created_at.desc())
                     .limit(1)
@@ -94,7 +94,7 @@ class PayerGuard(_NoObserve):
             same = (
                 await session.execute(
                     select(Payment.id, Payment.created_at)
-                    .where(*_payer(caller, plan), Payment.created_at >= since)
+                    .where(_payer(caller, plan), Payment.created_at >= since)
                     .where(Payment.provider == "mpesa", Payment.amount == plan.amount)
                     .where(Payment.send_state != "rejected")  # never reached the payer
                     .order_by(Payment.created_at.desc())
@@ -123,7 +123,7 @@ class DuplicateGuard(_NoObserve):
     async def check(
         self, session: AsyncSession, caller: Caller, plan: Plan, data: PaymentIn
     ) -> None:
-        _, policy = await merchant_policy(session, caller, self._defaults)
+        policy = await merchant_policy(session, caller, self._defaults)
         if policy.duplicate_window_s <= 0:
             return
         now = utcnow()
@@ -131,7 +131,7 @@ class DuplicateGuard(_NoObserve):
         original = (
             await session.execute(
                 select(Payment.id, Payment.created_at)
-                .where(*_payer(caller, plan), Payment.created_at >= since)
+                .where(_payer(caller, plan), Payment.created_at >= since)
                 .where(
                     Payment.amount == plan.amount,
                     Payment.currency == plan.currency,
@@ -162,14 +162,14 @@ class DailyLimitGuard(_NoObserve):
     async def check(
         self, session: AsyncSession, caller: Caller, plan: Plan, data: PaymentIn
     ) -> None:
-        merchant, _ = await merchant_policy(session, caller, GuardPolicy())
+        merchant = await load_merchant(session, caller)
         try:
             limit = daily_limit_for(plan.currency, merchant.settings.get("limits"))
             if limit is None:
                 return
             spent = await session.scalar(
-                select(func.coalesce(func.sum(Payment.amount), 0)).where(
-                    *_payer(caller, plan),
+                select(func.sum(Payment.amount)).where(
+                    _payer(caller, plan),
                     Payment.created_at >= day_start(utcnow(), plan.currency),
                     Payment.currency == plan.currency,
                     Payment.status != FAILED,

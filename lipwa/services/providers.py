@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 
+from lipwa import metrics
 from lipwa.providers.momo.client import MomoClient
 from lipwa.providers.momo.credentials import MomoCredentials
 from lipwa.providers.mpesa.client import MpesaClient
@@ -61,7 +62,7 @@ class ProviderRegistry:
                 tokens=self._tokens,
                 **self._timeouts,
             )
-            self._clients[key] = client
+            self._clients[key] = metrics.instrument_client(client, "mpesa")
         assert isinstance(client, MpesaClient)
         return client
 
@@ -85,6 +86,6 @@ class ProviderRegistry:
                 tokens=self._tokens,
                 **self._timeouts,
             )
-            self._clients[key] = client
+            self._clients[key] = metrics.instrument_client(client, "momo")
         assert isinstance(client, MomoClient)
         return client

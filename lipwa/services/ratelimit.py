@@ -115,13 +115,19 @@ async def check_api_key(limits: RateLimits, rate: str, caller: Caller) -> None:
         )
 
 
-async def merchant_policy(session: AsyncSession, caller: Caller, defaults: GuardPolicy) -> (
-    tuple[Merchant, GuardPolicy]
-):
+async def load_merchant(session: AsyncSession, caller: Caller) -> Merchant:
+    """The caller's merchant (from the session's identity map: plan() loaded it already)."""
     merchant = await session.get(Merchant, caller.merchant_id)
     if merchant is None:  # plan() already refused; keep the guards total
         raise ApiError(401, "authentication_error", "invalid_api_key", "Invalid API key")
-    return merchant, policy_for(defaults, merchant.settings)
+    return merchant
+
+
+async def merchant_policy(
+    session: AsyncSession, caller: Caller, defaults: GuardPolicy
+) -> GuardPolicy:
+    """``defaults`` with the merchant's overrides (a bad override is a 400 naming it)."""
+    return policy_for(defaults, (await load_merchant(session, caller)).settings)
 
 
 class MerchantPromptGuard:
@@ -136,7 +142,7 @@ class MerchantPromptGuard:
     async def check(
         self, session: AsyncSession, caller: Caller, plan: Plan, data: PaymentIn
     ) -> None:
-        _, policy = await merchant_policy(session, caller, self._defaults)
+        policy = await merchant_policy(session, caller, self._defaults)
         retry = await self._limits.consume(
             "prompts", policy.prompts, caller.merchant_id, caller.mode
         )

@@ -198,8 +198,7 @@ class RecoveryService:
                     PaymentStatus.FAILED,
                     source="expiry",
                     failure_code="expired",
-                    failure_message="No final answer from the provider before the payment "
-                    "expired",
+                    failure_message="No final answer from the provider before the payment expired",
                     provider_code=code,
                 ),
             )
@@ -281,12 +280,26 @@ class RecoveryService:
         The stored row keeps only a 4-character hint of the URL token, so the token comes from
         the account of the payment named in the URL, and the hint must match it."""
         handled = 0
-        for callback_id in await self._callbacks.unprocessed(older_than_s, limit):
+        cutoff = utcnow() - timedelta(seconds=older_than_s)
+        async with self._sessions() as session:
+            ids = list(
+                await session.scalars(
+                    select(InboundCallback.id)
+                    .where(
+                        InboundCallback.processed_at.is_(None),
+                        InboundCallback.kind.in_(CALLBACK_KINDS),  # others have their own sweep
+                        InboundCallback.received_at < cutoff,
+                    )
+                    .order_by(InboundCallback.id)
+                    .limit(limit)
+                )
+            )
+        for callback_id in ids:
             async with self._sessions() as session:
                 row = await session.get(InboundCallback, callback_id)
                 token = await _token_for(session, row) if row is not None else None
-            if row is None or row.kind not in CALLBACK_KINDS:
-                continue  # other kinds are for their own sweeps
+            if row is None:
+                continue
             if token is None:
                 await self._callbacks.mark_unprocessable(
                     callback_id, "no payment with an account matching this callback URL"

@@ -34,7 +34,8 @@ than ``stale_send_after_s`` (60 s, longer than any send takes) the send may stil
 flight: wait. Older:
 
 - MoMo: send the request-to-pay again, once, with the *same* X-Reference-Id (MoMo answers 409
-  if the first one arrived), then poll as usual. Past the 5-minute approval window a prompt
+  if the first one arrived), then poll as usual. (A re-send refused before anything left —
+  connect error, throttling — does not use up the once.) Past the 5-minute approval window a prompt
   would only surprise the payer, so no re-send: the reference is looked up instead, and a 404
   fails the payment as ``expired`` at once (MoMo never had it and never will).
 - M-Pesa: there is no CheckoutRequestID, so nothing can be asked, and an STK push is never

@@ -14,10 +14,12 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from lipwa import metrics
 from lipwa.clock import isoformat, utcnow
 from lipwa.domain.ids import new_id
 from lipwa.domain.money import format_amount
 from lipwa.domain.states import PaymentStatus, Transition, decide_transition
+from lipwa.services.fees import success_fees
 from lipwa.store.tables import Anomaly, Event, Payment, WebhookDelivery, WebhookEndpoint
 
 OPEN_STATUSES = (PaymentStatus.PENDING.value, PaymentStatus.UNKNOWN.value)
@@ -53,23 +55,32 @@ def payment_view(payment: Payment) -> dict[str, Any]:
     }
 
 
-async def add_event(session: AsyncSession, payment: Payment, type_: str) -> Event:
-    """Write the event and one delivery per subscribed webhook endpoint (the outbox)."""
+async def record_event(
+    session: AsyncSession,
+    *,
+    merchant_id: str,
+    mode: str,
+    type_: str,
+    resource_id: str,
+    obj: dict[str, Any],
+) -> Event:
+    """Write an event and one delivery per subscribed webhook endpoint (the outbox), inside
+    the caller's transaction: the event exists exactly when the change it reports does."""
     now = utcnow()
     event = Event(
         id=new_id("evt"),
-        merchant_id=payment.merchant_id,
-        mode=payment.mode,
+        merchant_id=merchant_id,
+        mode=mode,
         type=type_,
-        resource_id=payment.id,
-        data={"object": payment_view(payment)},
+        resource_id=resource_id,
+        data={"object": obj},
         created_at=now,
     )
     session.add(event)
     endpoints = await session.scalars(
         select(WebhookEndpoint).where(
-            WebhookEndpoint.merchant_id == payment.merchant_id,
-            WebhookEndpoint.mode == payment.mode,
+            WebhookEndpoint.merchant_id == merchant_id,
+            WebhookEndpoint.mode == mode,
             WebhookEndpoint.status == "enabled",
         )
     )
@@ -78,7 +89,7 @@ async def add_event(session: AsyncSession, payment: Payment, type_: str) -> Even
             session.add(
                 WebhookDelivery(
                     id=new_id("whd"),
-                    merchant_id=payment.merchant_id,
+                    merchant_id=merchant_id,
                     event_id=event.id,
                     endpoint_id=endpoint.id,
                     status="pending",
@@ -88,6 +99,18 @@ async def add_event(session: AsyncSession, payment: Payment, type_: str) -> Even
                 )
             )
     return event
+
+
+async def add_event(session: AsyncSession, payment: Payment, type_: str) -> Event:
+    """The event of a payment's state change."""
+    return await record_event(
+        session,
+        merchant_id=payment.merchant_id,
+        mode=payment.mode,
+        type_=type_,
+        resource_id=payment.id,
+        obj=payment_view(payment),
+    )
 
 
 @dataclass(frozen=True)
@@ -162,6 +185,8 @@ async def _apply_once(session: AsyncSession, payment_id: str, change: Change) ->
             finalized_at=now,
             next_check_at=None,
         )
+        if change.status is PaymentStatus.SUCCEEDED:  # fees fixed with the success (estimates)
+            values.update(await success_fees(session, payment))
     else:
         values["next_check_at"] = change.next_check_at
     # Conditional on the status we read: a concurrent writer makes this a no-op.
@@ -175,4 +200,5 @@ async def _apply_once(session: AsyncSession, payment_id: str, change: Change) ->
         return None
     await session.refresh(payment)
     await add_event(session, payment, f"payment.{payment.status}")
+    metrics.payment_transition(payment.provider, payment.status)
     return decision

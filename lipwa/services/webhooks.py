@@ -23,6 +23,7 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from lipwa import metrics
 from lipwa.clock import isoformat, utcnow
 from lipwa.domain.ids import new_id
 from lipwa.errors import invalid, not_found
@@ -220,6 +221,8 @@ class WebhookSender:
                 delay = self.policy.retry_delay(claim.attempts + 1, self._rng)
                 fields["next_attempt_at"] = min(now + timedelta(seconds=delay), deadline)
         await self._finish(claim, result, **fields)
+        gave_up = fields.get("status") == "failed"
+        metrics.webhook_delivery("delivered" if result.ok else "gave_up" if gave_up else "retrying")
         # The endpoint id, never its URL: merchants sometimes put tokens in their URLs.
         emit = log.info if result.ok else log.warning
         emit(

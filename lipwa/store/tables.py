@@ -146,6 +146,11 @@ class Payment(Base):
     resolved_by: Mapped[str | None] = mapped_column(String(16))  # callback | query | expiry
     next_check_at: Mapped[datetime | None]
     check_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Fees in exact decimals, fixed when the payment succeeds (estimates for provider fees).
+    provider_fee: Mapped[Decimal | None]
+    platform_fee: Mapped[Decimal | None]
+    # The payment link (hosted checkout) this payment came through, if any.
+    link_id: Mapped[str | None] = mapped_column(String(40), index=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     finalized_at: Mapped[datetime | None]
@@ -288,3 +293,139 @@ class WorkerHeartbeat(Base):
     started_at: Mapped[datetime]
     last_seen_at: Mapped[datetime]
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Payout(Base):
+    """Money out to a phone (M-Pesa B2C, MoMo disbursement transfer)."""
+
+    __tablename__ = "payouts"
+    __table_args__ = (
+        Index("ix_payouts_merchant_created", "merchant_id", "created_at", "id"),
+        Index("ix_payouts_due", "next_check_at"),
+        UniqueConstraint("account_id", "provider_request_id", name="uq_payouts_account_request"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    account_id: Mapped[str] = mapped_column(ForeignKey("provider_accounts.id"), index=True)
+    mode: Mapped[str] = mapped_column(String(8))
+    provider: Mapped[str] = mapped_column(String(16))
+    # awaiting_approval | pending | unknown | succeeded | failed | cancelled
+    status: Mapped[str] = mapped_column(String(20))
+    amount: Mapped[Decimal]
+    currency: Mapped[str] = mapped_column(String(3))
+    phone: Mapped[str] = mapped_column(String(20))
+    network: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(String(100), default="")
+    reference: Mapped[str] = mapped_column(String(100))
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    # OriginatorConversationID (M-Pesa) or X-Reference-Id (MoMo), stored before the call.
+    provider_request_id: Mapped[str] = mapped_column(String(64))
+    provider_ref: Mapped[str | None] = mapped_column(String(100))  # ConversationID, ...
+    send_state: Mapped[str] = mapped_column(String(16), default="not_sent")
+    receipt: Mapped[str | None] = mapped_column(String(64))
+    recipient_name: Mapped[str | None] = mapped_column(String(200))
+    failure_code: Mapped[str | None] = mapped_column(String(40))
+    failure_message: Mapped[str | None] = mapped_column(String(300))
+    provider_code: Mapped[str | None] = mapped_column(String(40))
+    resolved_by: Mapped[str | None] = mapped_column(String(16))
+    requested_by: Mapped[str] = mapped_column(String(40))  # API key id or "admin"
+    approval_required: Mapped[bool] = mapped_column(default=False)
+    approved_by: Mapped[str | None] = mapped_column(String(40))
+    approved_at: Mapped[datetime | None]
+    next_check_at: Mapped[datetime | None]
+    check_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    finalized_at: Mapped[datetime | None]
+
+
+class Refund(Base):
+    """Money back for a payment (M-Pesa reversal, MoMo refund); never more than was paid."""
+
+    __tablename__ = "refunds"
+    __table_args__ = (
+        Index("ix_refunds_due", "next_check_at"),
+        UniqueConstraint("account_id", "provider_request_id", name="uq_refunds_account_request"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    payment_id: Mapped[str] = mapped_column(ForeignKey("payments.id"), index=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("provider_accounts.id"))
+    mode: Mapped[str] = mapped_column(String(8))
+    provider: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))  # pending | unknown | succeeded | failed
+    amount: Mapped[Decimal]
+    currency: Mapped[str] = mapped_column(String(3))
+    reason: Mapped[str] = mapped_column(String(100), default="")
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    provider_request_id: Mapped[str] = mapped_column(String(64))
+    provider_ref: Mapped[str | None] = mapped_column(String(100))
+    send_state: Mapped[str] = mapped_column(String(16), default="not_sent")
+    receipt: Mapped[str | None] = mapped_column(String(64))
+    failure_code: Mapped[str | None] = mapped_column(String(40))
+    failure_message: Mapped[str | None] = mapped_column(String(300))
+    provider_code: Mapped[str | None] = mapped_column(String(40))
+    resolved_by: Mapped[str | None] = mapped_column(String(16))
+    next_check_at: Mapped[datetime | None]
+    check_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    finalized_at: Mapped[datetime | None]
+
+
+class BalanceSnapshot(Base):
+    """A provider balance answer (M-Pesa's arrives asynchronously at the result URL)."""
+
+    __tablename__ = "balance_snapshots"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("provider_accounts.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # requested | received | failed
+    provider_ref: Mapped[str | None] = mapped_column(String(100), index=True)
+    balances: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(String(300))
+    requested_at: Mapped[datetime]
+    received_at: Mapped[datetime | None]
+
+
+class ReconciliationRun(Base):
+    __tablename__ = "reconciliation_runs"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("provider_accounts.id"), index=True)
+    statement_date: Mapped[str | None] = mapped_column(String(10))  # YYYY-MM-DD
+    source: Mapped[str] = mapped_column(String(300))  # file name or "scheduled"
+    status: Mapped[str] = mapped_column(String(16))  # running | done | failed
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+
+class ReconciliationItem(Base):
+    __tablename__ = "reconciliation_items"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("reconciliation_runs.id"), index=True)
+    # matched | missing_in_lipwa | missing_at_provider | amount_mismatch | party_mismatch |
+    # unknown_resolved
+    kind: Mapped[str] = mapped_column(String(32))
+    payment_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    receipt: Mapped[str | None] = mapped_column(String(64))
+    amount: Mapped[Decimal | None]
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class PaymentLink(Base):
+    """A hosted checkout: a short URL (and QR code) a payer opens to pay."""
+
+    __tablename__ = "payment_links"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    mode: Mapped[str] = mapped_column(String(8))
+    slug: Mapped[str] = mapped_column(String(32), unique=True)
+    amount: Mapped[Decimal | None]  # None: the payer types the amount
+    currency: Mapped[str] = mapped_column(String(3))
+    description: Mapped[str] = mapped_column(String(255), default="")
+    single_use: Mapped[bool] = mapped_column(default=False)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | used | disabled
+    expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]

@@ -84,6 +84,15 @@ async def run_worker(container: Container, jobs: Sequence[Job], stop: asyncio.Ev
 
 def default_jobs() -> list[Job]:
     """Every job a worker runs. Jobs register here as they are written."""
+    from lipwa.worker import c2b as c2b_jobs
     from lipwa.worker import deliveries, recovery  # late: they import this module for Job
+    from lipwa.worker import money as money_jobs
+    from lipwa.worker import reconcile as reconcile_jobs
 
-    return [deliveries.job(), *recovery.jobs()]
+    return [
+        deliveries.job(),
+        *recovery.jobs(),
+        reconcile_jobs.job(),
+        *money_jobs.jobs(),
+        c2b_jobs.job(),
+    ]

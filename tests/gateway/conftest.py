@@ -109,9 +109,24 @@ def gateway(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         public_url=f"http://127.0.0.1:{port}",
         admin_token=ADMIN_TOKEN,  # type: ignore[arg-type]
         encryption_keys=generate_key_text("v1"),  # type: ignore[arg-type]
-        first_check_after_s=20,
+        first_check_after_s=5,
         provider_read_timeout_s=2.0,
         idempotency_wait_s=20,
+        # Guards (docs/guards.md): the suite pays the same phone, amount and reference many
+        # times a second, so the guards are loosened here, not in the production defaults;
+        # tests/gateway/test_guards.py tightens them per merchant and runs the defaults.
+        rate_limit_api_key="1000/second",
+        rate_limit_prompts="1000/minute",
+        payer_lock_s=0,
+        same_amount_window_s=0,
+        duplicate_window_s=0,
+        # Recovery runs in the gateway, on a short schedule (first check after 5 s: later than
+        # any callback the fault tests delay). Webhook tests run their own delivery job.
+        worker_jobs="payment_checks,callback_sweep,payout_checks,refund_checks,money_callback_sweep",
+        check_backoff_initial_s=0.5,
+        check_backoff_max_s=2.0,
+        stale_send_after_s=15.0,  # longer than a MoMo send with its retries
+        circuit_cooldown_s=1.0,
     )
     with log_path.open("a") as log_file:
         configure_logging("INFO", json_output=True, stream=log_file)
@@ -146,13 +161,20 @@ class Merchant:
 
 
 def create_merchant(
-    gateway: Gateway, sim_url: str, *, mode: str = "test", momo_currency: str = "EUR"
+    gateway: Gateway,
+    sim_url: str,
+    *,
+    mode: str = "test",
+    momo_currency: str = "EUR",
+    settings: dict[str, Any] | None = None,
 ) -> Merchant:
     creds = httpx.get(f"{sim_url}/_sim/credentials").json()
     mpesa, momo = creds["mpesa"], creds["momo"]
     environment = "sandbox" if mode == "test" else "production"
     with gateway.admin() as admin:
-        merchant = admin.post("/admin/v1/merchants", json={"name": "Test shop"}).json()
+        merchant = admin.post(
+            "/admin/v1/merchants", json={"name": "Test shop", "settings": settings or {}}
+        ).json()
         accounts = {}
         accounts["mpesa"] = admin.post(
             f"/admin/v1/merchants/{merchant['id']}/accounts",
@@ -166,6 +188,11 @@ def create_merchant(
                     "shortcode": mpesa["paybill"]["shortcode"],
                     "kind": "paybill",
                     "passkey": mpesa["paybill"]["passkey"],
+                    # B2C and reversals (tests/gateway/test_payouts.py, test_refunds.py)
+                    "initiator_name": mpesa["b2c"]["initiator_name"],
+                    "initiator_password": mpesa["b2c"]["initiator_password"],
+                    "certificate_pem": mpesa["b2c"]["certificate_pem"],
+                    "b2c_shortcode": mpesa["b2c"]["shortcode"],
                 },
             },
         ).json()

@@ -190,12 +190,12 @@ def test_provider_timeout_leaves_payment_unknown_and_never_resends(
     assert merchant.wait_final(warm["id"])["status"] == "succeeded"
     set_faults(sim_url, latency_ms=(gateway.settings.provider_read_timeout_s + 1.5) * 1000)
     before = len(
-        httpx.get(f"{sim_url}/_sim/requests", params={"path": "/mpesa/stkpush"}).json()["requests"]
+        httpx.get(f"{sim_url}/_sim/requests", params={"path": "/mpesa/stkpush/"}).json()["requests"]
     )
     payment = merchant.pay(amount="10", currency="KES", phone="0708374149").json()
     assert payment["status"] == "unknown"
     after = len(
-        httpx.get(f"{sim_url}/_sim/requests", params={"path": "/mpesa/stkpush"}).json()["requests"]
+        httpx.get(f"{sim_url}/_sim/requests", params={"path": "/mpesa/stkpush/"}).json()["requests"]
     )
     assert after - before == 1
 
@@ -231,5 +231,7 @@ def test_timeout_after_the_provider_acted_is_settled_by_the_callback(
     assert final["status"] == "succeeded"
     assert final["resolved_by"] == "callback"
     assert events_for(merchant, payment["id"]) == [
-        "payment.created", "payment.unknown", "payment.succeeded"
+        "payment.created",
+        "payment.unknown",
+        "payment.succeeded",
     ]

@@ -141,3 +141,19 @@ def test_bad_credentials_are_refused_with_the_field_named(gateway: Any) -> None:
         error = response.json()["error"]
         assert error["param"].startswith("credentials.")
         assert "FAKE" not in response.text
+
+
+def test_idempotency_keys_are_apart_per_mode(gateway: Any, merchant: Merchant) -> None:
+    with gateway.admin() as admin:
+        live = admin.post(
+            f"/admin/v1/merchants/{merchant.id}/api-keys", json={"mode": "live"}
+        ).json()["key"]
+    body = {"amount": "10", "currency": "KES", "phone": "0708374149", "reference": "same"}
+    test_answer = merchant.pay(idempotency_key="shared-key", **body)
+    assert test_answer.status_code == 201
+    with gateway.client(live) as c:
+        live_answer = c.post("/v1/payments", json=body, headers={"Idempotency-Key": "shared-key"})
+    # The live key has no production account: it is refused, never handed the test payment.
+    assert live_answer.status_code == 400
+    assert "Idempotent-Replayed" not in live_answer.headers
+    assert test_answer.json()["id"] not in live_answer.text

@@ -26,9 +26,9 @@ from lipwa.providers.base import (
     SendOutcome,
     SendResult,
 )
-from lipwa.providers.momo import wire
+from lipwa.providers.momo import account, disbursement, wire
 from lipwa.providers.momo.callbacks import parse_momo_callback
-from lipwa.providers.momo.credentials import COLLECTION, MomoCredentials
+from lipwa.providers.momo.credentials import COLLECTION, DISBURSEMENT, MomoCredentials
 from lipwa.providers.momo.hosts import (
     MOMO_AFRICA_BASE_URL,
     PRODUCTION_BASE_URL,
@@ -121,6 +121,11 @@ class MomoClient:
             f"{self.base_url}\n{credentials.api_user}\n{credentials.target_environment}".encode()
         )
         self._token_key = f"momo:{account_key}:{COLLECTION}:{fingerprint.hexdigest()[:16]}"
+        # One token per product: a collection token is refused on /disbursement.
+        self._token_keys = {
+            product: f"momo:{account_key}:{product}:{fingerprint.hexdigest()[:16]}"
+            for product in (COLLECTION, DISBURSEMENT)
+        }
 
     def __repr__(self) -> str:
         return f"MomoClient(account_key={self.account_key!r}, base_url={self.base_url!r})"
@@ -146,6 +151,20 @@ class MomoClient:
             payer_message=payer_message,
             payee_note=payee_note,
         )
+        return await self._create(
+            wire.REQUEST_TO_PAY_PATH, COLLECTION, reference_id, body, callback_url
+        )
+
+    async def _create(
+        self,
+        path: str,
+        product: str,
+        reference_id: str,
+        body: dict[str, Any],
+        callback_url: str | None,
+    ) -> SendResult:
+        """POST a creating request, retried with the *same* X-Reference-Id (MoMo answers 409
+        to a reference it has): unanswered or 5xx attempts are retried within the budget."""
         headers = {"X-Reference-Id": reference_id, "Content-Type": "application/json"}
         if callback_url:  # if present it must not be empty
             headers["X-Callback-Url"] = callback_url
@@ -161,7 +180,7 @@ class MomoClient:
             ):
                 with attempt:
                     try:
-                        result = await self._request_to_pay_once(reference_id, body, headers)
+                        result = await self._create_once(path, product, reference_id, body, headers)
                     except _Retry as retry:
                         maybe_created = maybe_created or retry.maybe_created
                         raise
@@ -174,8 +193,76 @@ class MomoClient:
         raise AssertionError("unreachable: stamina either returns or re-raises")
 
     async def get_request_to_pay(self, reference_id: str) -> ProviderReport | QueryFailure:
+        return await self._get_status(wire.REQUEST_TO_PAY_PATH, COLLECTION, reference_id)
+
+    # ----- disbursement: transfers (payouts) and refunds ---------------------------------------
+    def supports(self, product: str) -> bool:
+        """Whether the account has a subscription key for ``product`` (no network call)."""
+        return bool(self._subscription_key(product))
+
+    async def transfer(
+        self,
+        *,
+        reference_id: str,
+        amount: str,
+        currency: str,
+        msisdn: str,
+        external_id: str,
+        payer_message: str,
+        payee_note: str,
+        callback_url: str | None,
+    ) -> SendResult:
+        """Disbursement transfer to ``msisdn``; retried with the same reference, like
+        request-to-pay (a 409 means the first attempt arrived)."""
+        body = disbursement.transfer_body(
+            amount=amount,
+            currency=currency,
+            msisdn=msisdn,
+            external_id=external_id,
+            payer_message=payer_message,
+            payee_note=payee_note,
+        )
+        return await self._create(
+            disbursement.TRANSFER_PATH, DISBURSEMENT, reference_id, body, callback_url
+        )
+
+    async def get_transfer(self, reference_id: str) -> ProviderReport | QueryFailure:
+        return await self._get_status(disbursement.TRANSFER_PATH, DISBURSEMENT, reference_id)
+
+    async def refund(
+        self,
+        *,
+        reference_id: str,
+        reference_id_to_refund: str,
+        amount: str,
+        currency: str,
+        external_id: str,
+        payer_message: str = "",
+        payee_note: str = "",
+        callback_url: str | None = None,
+    ) -> SendResult:
+        """Refund (part of) the request-to-pay whose X-Reference-Id is
+        ``reference_id_to_refund``; same retry-with-same-reference rule."""
+        body = disbursement.refund_body(
+            amount=amount,
+            currency=currency,
+            external_id=external_id,
+            reference_id_to_refund=reference_id_to_refund,
+            payer_message=payer_message,
+            payee_note=payee_note,
+        )
+        return await self._create(
+            disbursement.REFUND_PATH, DISBURSEMENT, reference_id, body, callback_url
+        )
+
+    async def get_refund(self, reference_id: str) -> ProviderReport | QueryFailure:
+        return await self._get_status(disbursement.REFUND_PATH, DISBURSEMENT, reference_id)
+
+    async def _get_status(
+        self, path: str, product: str, reference_id: str
+    ) -> ProviderReport | QueryFailure:
         try:
-            answer = await self._call("GET", f"{wire.REQUEST_TO_PAY_PATH}/{reference_id}")
+            answer = await self._call("GET", f"{path}/{reference_id}", product=product)
         except _TokenError as exc:
             return exc.failure
         if isinstance(answer, _NoAnswer):
@@ -210,13 +297,86 @@ class MomoClient:
             return exc.failure
         return None
 
+    # ----- account holders and balances (momo.account) ----------------------------------------
+    def lookup_product(self) -> str:
+        """The product whose token reads account holders: collection, else disbursement."""
+        return COLLECTION if self.supports(COLLECTION) else DISBURSEMENT
+
+    async def account_holder_active(self, msisdn: str) -> bool | QueryFailure:
+        """Whether ``msisdn`` has an active wallet (False also when MoMo knows no such
+        holder)."""
+        answer = await self._read(account.active_path(self.lookup_product(), msisdn))
+        if isinstance(answer, QueryFailure):
+            return answer
+        if answer.status == 200:
+            active = account.read_active(answer.body)
+            if active is not None:
+                return active
+            return QueryFailure("invalid_response", "MoMo answered 200 without a result", 200)
+        if answer.status == 404:  # older API versions: "account holder not found"
+            return False
+        return self._failure(answer)
+
+    async def account_holder_name(self, msisdn: str) -> str | QueryFailure | None:
+        """The holder's name from basicuserinfo (given + family name); None if not given."""
+        answer = await self._read(account.basic_user_info_path(self.lookup_product(), msisdn))
+        if isinstance(answer, QueryFailure):
+            return answer
+        if answer.status == 200:
+            return account.read_holder_name(answer.body)
+        return self._failure(answer)
+
+    async def account_balance(
+        self, product: str = COLLECTION
+    ) -> account.MomoBalance | QueryFailure:
+        """The available balance of the account's ``product`` wallet (synchronous)."""
+        answer = await self._read(account.balance_path(product), product)
+        if isinstance(answer, QueryFailure):
+            return answer
+        if answer.status == 200:
+            found = account.read_balance(product, answer.body)
+            if found is not None:
+                return found
+            return QueryFailure("invalid_response", "MoMo answered 200 without a balance", 200)
+        return self._failure(answer)
+
+    async def _read(self, path: str, product: str | None = None) -> _Answer | QueryFailure:
+        try:
+            answer = await self._call("GET", path, product=product or self.lookup_product())
+        except _TokenError as exc:
+            return exc.failure
+        if isinstance(answer, _NoAnswer):
+            return QueryFailure(answer.error_code, answer.message)
+        return answer
+
+    def _failure(self, answer: _Answer) -> QueryFailure:
+        error = answer.error
+        return QueryFailure(
+            (error.code if error else None) or f"http_{answer.status}",
+            (error.message if error else None) or f"MoMo answered HTTP {answer.status}",
+            answer.status,
+        )
+
     # ----- request-to-pay attempts -------------------------------------------------------------
     async def _request_to_pay_once(
         self, reference_id: str, body: dict[str, Any], headers: dict[str, str]
     ) -> SendResult:
         """One attempt: a final SendResult, or raises _Retry."""
+        return await self._create_once(
+            wire.REQUEST_TO_PAY_PATH, COLLECTION, reference_id, body, headers
+        )
+
+    async def _create_once(
+        self,
+        path: str,
+        product: str,
+        reference_id: str,
+        body: dict[str, Any],
+        headers: dict[str, str],
+    ) -> SendResult:
+        """One attempt of a creating POST: a final SendResult, or raises _Retry."""
         try:
-            answer = await self._call("POST", wire.REQUEST_TO_PAY_PATH, json=body, headers=headers)
+            answer = await self._call("POST", path, json=body, headers=headers, product=product)
         except _TokenError as exc:
             result = SendResult(
                 SendOutcome.REJECTED,
@@ -302,12 +462,18 @@ class MomoClient:
         *,
         json: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        product: str = COLLECTION,
     ) -> _Answer | _NoAnswer:
         """One product call with the cached token; on 401 refresh the token and retry once."""
         answer: _Answer | _NoAnswer | None = None
         used: list[str] = []  # every token sent: none may come back in a message
+        token_key = self._token_key if product == COLLECTION else self._token_keys[product]
+
+        async def fetch() -> tuple[str, float]:
+            return await self._fetch_token(product)
+
         for _ in range(2):
-            token = await self._tokens.get(self._token_key, self._fetch_token)
+            token = await self._tokens.get(token_key, fetch)
             used.append(token)
             try:
                 response = await self._http.request(
@@ -318,7 +484,7 @@ class MomoClient:
                         **(headers or {}),
                         "Authorization": f"Bearer {token}",
                         "X-Target-Environment": self._credentials.target_environment,
-                        "Ocp-Apim-Subscription-Key": self._subscription_key(),
+                        "Ocp-Apim-Subscription-Key": self._subscription_key(product),
                         "Accept": "application/json",
                         "User-Agent": self._user_agent,
                     },
@@ -336,14 +502,14 @@ class MomoClient:
             )
             if response.status_code != 401:
                 return answer
-            self._tokens.invalidate(self._token_key, token)
+            self._tokens.invalidate(token_key, token)
         assert answer is not None
         return answer
 
-    async def _fetch_token(self) -> tuple[str, float]:
-        if not self._subscription_key():
+    async def _fetch_token(self, product: str = COLLECTION) -> tuple[str, float]:
+        if not self._subscription_key(product):
             failure = QueryFailure(
-                "missing_subscription_key", "no MoMo collection subscription key configured"
+                "missing_subscription_key", f"no MoMo {product} subscription key configured"
             )
             raise _TokenError(failure, transient=False)
         basic = base64.b64encode(
@@ -351,10 +517,10 @@ class MomoClient:
         ).decode("ascii")
         try:
             response = await self._http.post(
-                self.base_url + wire.TOKEN_PATH.format(product=COLLECTION),
+                self.base_url + wire.TOKEN_PATH.format(product=product),
                 headers={
                     "Authorization": f"Basic {basic}",
-                    "Ocp-Apim-Subscription-Key": self._subscription_key(),
+                    "Ocp-Apim-Subscription-Key": self._subscription_key(product),
                     # optional on the legacy gateway, mandatory on momo.africa
                     "X-Target-Environment": self._credentials.target_environment,
                     "User-Agent": self._user_agent,
@@ -389,8 +555,8 @@ class MomoClient:
         credentials_problem = status < 500 or (error is not None and error.code == "login_failed")
         raise _TokenError(failure, transient=not credentials_problem or status == 429)
 
-    def _subscription_key(self) -> str:
-        return self._credentials.subscription_keys.get(COLLECTION, "")
+    def _subscription_key(self, product: str = COLLECTION) -> str:
+        return self._credentials.subscription_keys.get(product, "")
 
     def _error(self, body: object, tokens: tuple[str, ...]) -> wire.MomoError | None:
         error = wire.parse_error(body)

@@ -8,6 +8,7 @@ push whose answer is lost is never re-sent: it is reported AMBIGUOUS.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from lipwa.providers.base import (
     SendOutcome,
     SendResult,
 )
-from lipwa.providers.mpesa import wire
+from lipwa.providers.mpesa import balance, c2b, secured, wire
 from lipwa.providers.mpesa.callbacks import parse_stk_callback, report_state
 from lipwa.providers.mpesa.credentials import MpesaCredentials
 from lipwa.providers.mpesa.hosts import (
@@ -178,6 +179,236 @@ class MpesaClient:
         except _TokenError as exc:
             return exc.failure
         return None
+
+    # ----- initiator-secured APIs (B2C, transaction status, reversal) -------------------------
+    async def b2c_payment(
+        self,
+        *,
+        originator_conversation_id: str,
+        amount: int,
+        phone: str,
+        remarks: str,
+        occasion: str,
+        result_url: str,
+        queue_timeout_url: str,
+        command_id: str = "BusinessPayment",
+    ) -> SendResult:
+        """B2C v3 from the account's B2C shortcode. ``originator_conversation_id`` is the
+        idempotency key: Daraja refuses a repeat, which is reported ACCEPTED (the first one
+        exists; query it, never send again)."""
+        try:
+            initiator = self._initiator(self._credentials.b2c_shortcode)
+        except secured.MissingInitiator as exc:
+            return _not_configured(exc)
+        body = secured.b2c_body(
+            initiator,
+            originator_conversation_id=originator_conversation_id,
+            amount=amount,
+            phone=phone,
+            remarks_text=remarks,
+            occasion=occasion,
+            result_url=result_url,
+            queue_timeout_url=queue_timeout_url,
+            command_id=command_id,
+        )
+        return await self._send_secured(secured.B2C_PATH, body)
+
+    async def transaction_status(
+        self,
+        *,
+        result_url: str,
+        queue_timeout_url: str,
+        transaction_id: str | None = None,
+        original_conversation_id: str | None = None,
+        remarks: str = "Status check",
+        shortcode: str | None = None,
+    ) -> SendResult:
+        """Ask for a transaction's status by receipt or by OriginatorConversationID. Accepted
+        is all the answer says: the result arrives at ``result_url``. ``shortcode`` (PartyA)
+        defaults to the B2C shortcode."""
+        try:
+            initiator = self._initiator(shortcode or self._credentials.b2c_shortcode)
+        except secured.MissingInitiator as exc:
+            return _not_configured(exc)
+        body = secured.transaction_status_body(
+            initiator,
+            transaction_id=transaction_id,
+            original_conversation_id=original_conversation_id,
+            result_url=result_url,
+            queue_timeout_url=queue_timeout_url,
+            remarks_text=remarks,
+        )
+        return await self._send_secured(secured.TRANSACTION_STATUS_PATH, body)
+
+    async def reversal(
+        self,
+        *,
+        transaction_id: str,
+        amount: int,
+        receiver_party: str,
+        result_url: str,
+        queue_timeout_url: str,
+        remarks: str,
+    ) -> SendResult:
+        """Reverse a received payment (whole transactions; the result comes to ``result_url``;
+        a second reversal of the same receipt ends as ``R000001`` already reversed)."""
+        try:
+            initiator = self._initiator(receiver_party)
+        except secured.MissingInitiator as exc:
+            return _not_configured(exc)
+        body = secured.reversal_body(
+            initiator,
+            transaction_id=transaction_id,
+            amount=amount,
+            receiver_party=receiver_party,
+            result_url=result_url,
+            queue_timeout_url=queue_timeout_url,
+            remarks_text=remarks,
+        )
+        return await self._send_secured(secured.REVERSAL_PATH, body)
+
+    def has_initiator(self, shortcode: str | None = None) -> bool:
+        """Whether secured requests can be signed for ``shortcode`` (default: the B2C one);
+        no network call."""
+        c = self._credentials
+        return bool(
+            c.initiator_name
+            and c.initiator_password
+            and c.certificate_pem
+            and (shortcode or c.b2c_shortcode)
+        )
+
+    def _initiator(self, shortcode: str | None) -> secured.Initiator:
+        c = self._credentials
+        if not (c.initiator_name and c.initiator_password and c.certificate_pem and shortcode):
+            raise secured.MissingInitiator(
+                "the M-Pesa account has no initiator name, initiator password, certificate or "
+                "B2C shortcode"
+            )
+        credential = secured.security_credential(c.certificate_pem, c.initiator_password)
+        return secured.Initiator(c.initiator_name, credential, shortcode)
+
+    async def _send_secured(self, path: str, body: dict[str, Any]) -> SendResult:
+        try:
+            answer = await self._post(path, lambda _stamp: body)
+        except _TokenError as exc:
+            return SendResult(
+                SendOutcome.REJECTED,
+                error_code=exc.failure.error_code,
+                error_message=exc.failure.error_message,
+                http_status=exc.failure.http_status,
+                failure_code="provider_unavailable" if exc.transient else "not_allowed",
+                transient=exc.transient,
+            )
+        if isinstance(answer, _NoAnswer):
+            if answer.sent:
+                return SendResult(
+                    SendOutcome.AMBIGUOUS,
+                    error_code=answer.error_code,
+                    error_message=answer.message,
+                )
+            return SendResult(
+                SendOutcome.REJECTED,
+                error_code=answer.error_code,
+                error_message=answer.message,
+                failure_code="provider_unavailable",
+                transient=True,
+            )
+        if secured.is_duplicate_originator(answer.error):
+            assert answer.error is not None
+            return SendResult(
+                SendOutcome.ACCEPTED,
+                secondary_ref=str(body.get("OriginatorConversationID") or "") or None,
+                error_code=answer.error.code,
+                error_message=self._message(answer.error.message),
+                http_status=answer.status,
+            )
+        return self._read_secured_answer(answer)
+
+    def _read_secured_answer(self, answer: _Answer) -> SendResult:
+        """The 4-field acceptance ``{OriginatorConversationID, ConversationID, ResponseCode,
+        ResponseDescription}``, or an error read like an STK push's."""
+        body, status = answer.body, answer.status
+        if not (200 <= status < 300 and body is not None and answer.error is None):
+            return self._read_push_answer(answer)
+        code = body.get("ResponseCode")
+        description = self._message(body.get("ResponseDescription"), answer.sent_secrets)
+        if code is None:
+            return SendResult(
+                SendOutcome.AMBIGUOUS,
+                error_message="Daraja answered without a ResponseCode",
+                http_status=status,
+            )
+        raw_code = normalise_mpesa_code(code)
+        if raw_code != "0":
+            return SendResult(
+                SendOutcome.REJECTED,
+                error_code=raw_code,
+                error_message=description,
+                http_status=status,
+                failure_code="rejected_by_provider",
+            )
+        conversation = body.get("ConversationID")
+        originator = body.get("OriginatorConversationID")
+        return SendResult(
+            SendOutcome.ACCEPTED,
+            provider_ref=conversation if isinstance(conversation, str) and conversation else None,
+            secondary_ref=originator if isinstance(originator, str) and originator else None,
+            http_status=status,
+        )
+
+    # ----- C2B URL registration and account balance (mpesa.c2b, mpesa.balance) ----------------
+    async def register_c2b_urls(
+        self,
+        *,
+        response_type: str,
+        confirmation_url: str,
+        validation_url: str,
+        shortcode: str | None = None,
+    ) -> c2b.Registration:
+        """Register the C2B validation and confirmation URLs of ``shortcode`` (default: the
+        account's). Production registers once: a repeat answers "Urls are already
+        registered" (``Registration.already_registered``)."""
+        body = c2b.register_body(
+            shortcode=shortcode or self._credentials.shortcode,
+            response_type=response_type,
+            confirmation_url=confirmation_url,
+            validation_url=validation_url,
+        )
+        try:
+            answer = await self._post(c2b.REGISTER_PATH, lambda _stamp: body)
+        except _TokenError as exc:
+            return c2b.Registration(
+                False, code=exc.failure.error_code, message=exc.failure.error_message
+            )
+        if isinstance(answer, _NoAnswer):
+            return c2b.Registration(False, code=answer.error_code, message=answer.message)
+        registration = c2b.read_registration(answer.status, answer.body, answer.error)
+        return dataclasses.replace(
+            registration, message=self._message(registration.message, answer.sent_secrets)
+        )
+
+    async def account_balance(
+        self,
+        *,
+        result_url: str,
+        queue_timeout_url: str,
+        shortcode: str | None = None,
+        remarks: str = "Balance",
+    ) -> SendResult:
+        """Ask for the balances of ``shortcode`` (default: the account's). Accepted is all the
+        answer says: the balances arrive at ``result_url`` (``mpesa.balance``)."""
+        try:
+            initiator = self._initiator(shortcode or self._credentials.shortcode)
+        except secured.MissingInitiator as exc:
+            return _not_configured(exc)
+        body = balance.account_balance_body(
+            initiator,
+            result_url=result_url,
+            queue_timeout_url=queue_timeout_url,
+            remarks_text=remarks,
+        )
+        return await self._send_secured(balance.ACCOUNT_BALANCE_PATH, body)
 
     # ----- reading answers ---------------------------------------------------------------------
     def _read_push_answer(self, answer: _Answer) -> SendResult:
@@ -368,6 +599,15 @@ class MpesaClient:
 
     def _scrub(self, text: str, sent: tuple[str, ...] | list[str]) -> str:
         return wire.scrub(text, (*self._credentials.secrets(), *sent))
+
+
+def _not_configured(exc: Exception) -> SendResult:
+    return SendResult(
+        SendOutcome.REJECTED,
+        error_code="not_configured",
+        error_message=str(exc),
+        failure_code="not_allowed",
+    )
 
 
 def _expires_in(value: object) -> float:

@@ -157,6 +157,30 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("merchant_id", "key", name=op.f("pk_idempotency_keys")),
     )
     op.create_table(
+        "payment_links",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("merchant_id", sa.String(length=40), nullable=False),
+        sa.Column("mode", sa.String(length=8), nullable=False),
+        sa.Column("slug", sa.String(length=32), nullable=False),
+        sa.Column("amount", sa.Numeric(precision=20, scale=4), nullable=True),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("description", sa.String(length=255), nullable=False),
+        sa.Column("single_use", sa.Boolean(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["merchant_id"], ["merchants.id"], name=op.f("fk_payment_links_merchant_id_merchants")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_payment_links")),
+        sa.UniqueConstraint("slug", name=op.f("uq_payment_links_slug")),
+    )
+    with op.batch_alter_table("payment_links", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_payment_links_merchant_id"), ["merchant_id"], unique=False
+        )
+
+    op.create_table(
         "provider_accounts",
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("merchant_id", sa.String(length=40), nullable=False),
@@ -211,6 +235,40 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "balance_snapshots",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("merchant_id", sa.String(length=40), nullable=False),
+        sa.Column("account_id", sa.String(length=40), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("provider_ref", sa.String(length=100), nullable=True),
+        sa.Column("balances", sa.JSON(), nullable=True),
+        sa.Column("error", sa.String(length=300), nullable=True),
+        sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["provider_accounts.id"],
+            name=op.f("fk_balance_snapshots_account_id_provider_accounts"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["merchant_id"],
+            ["merchants.id"],
+            name=op.f("fk_balance_snapshots_merchant_id_merchants"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_balance_snapshots")),
+    )
+    with op.batch_alter_table("balance_snapshots", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_balance_snapshots_account_id"), ["account_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_balance_snapshots_merchant_id"), ["merchant_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_balance_snapshots_provider_ref"), ["provider_ref"], unique=False
+        )
+
+    op.create_table(
         "payments",
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("merchant_id", sa.String(length=40), nullable=False),
@@ -239,6 +297,9 @@ def upgrade() -> None:
         sa.Column("resolved_by", sa.String(length=16), nullable=True),
         sa.Column("next_check_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("check_attempts", sa.Integer(), nullable=False),
+        sa.Column("provider_fee", sa.Numeric(precision=20, scale=4), nullable=True),
+        sa.Column("platform_fee", sa.Numeric(precision=20, scale=4), nullable=True),
+        sa.Column("link_id", sa.String(length=40), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("finalized_at", sa.DateTime(timezone=True), nullable=True),
@@ -256,6 +317,7 @@ def upgrade() -> None:
     with op.batch_alter_table("payments", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_payments_account_id"), ["account_id"], unique=False)
         batch_op.create_index("ix_payments_due", ["next_check_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_payments_link_id"), ["link_id"], unique=False)
         batch_op.create_index(
             "ix_payments_merchant_created", ["merchant_id", "created_at", "id"], unique=False
         )
@@ -266,6 +328,88 @@ def upgrade() -> None:
         )
         batch_op.create_index(
             "ix_payments_merchant_reference", ["merchant_id", "reference"], unique=False
+        )
+
+    op.create_table(
+        "payouts",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("merchant_id", sa.String(length=40), nullable=False),
+        sa.Column("account_id", sa.String(length=40), nullable=False),
+        sa.Column("mode", sa.String(length=8), nullable=False),
+        sa.Column("provider", sa.String(length=16), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("amount", sa.Numeric(precision=20, scale=4), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("phone", sa.String(length=20), nullable=False),
+        sa.Column("network", sa.String(length=20), nullable=False),
+        sa.Column("reason", sa.String(length=100), nullable=False),
+        sa.Column("reference", sa.String(length=100), nullable=False),
+        sa.Column("metadata", sa.JSON(), nullable=False),
+        sa.Column("provider_request_id", sa.String(length=64), nullable=False),
+        sa.Column("provider_ref", sa.String(length=100), nullable=True),
+        sa.Column("send_state", sa.String(length=16), nullable=False),
+        sa.Column("receipt", sa.String(length=64), nullable=True),
+        sa.Column("recipient_name", sa.String(length=200), nullable=True),
+        sa.Column("failure_code", sa.String(length=40), nullable=True),
+        sa.Column("failure_message", sa.String(length=300), nullable=True),
+        sa.Column("provider_code", sa.String(length=40), nullable=True),
+        sa.Column("resolved_by", sa.String(length=16), nullable=True),
+        sa.Column("requested_by", sa.String(length=40), nullable=False),
+        sa.Column("approval_required", sa.Boolean(), nullable=False),
+        sa.Column("approved_by", sa.String(length=40), nullable=True),
+        sa.Column("approved_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("next_check_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("check_attempts", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finalized_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["provider_accounts.id"],
+            name=op.f("fk_payouts_account_id_provider_accounts"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["merchant_id"], ["merchants.id"], name=op.f("fk_payouts_merchant_id_merchants")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_payouts")),
+        sa.UniqueConstraint("account_id", "provider_request_id", name="uq_payouts_account_request"),
+    )
+    with op.batch_alter_table("payouts", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_payouts_account_id"), ["account_id"], unique=False)
+        batch_op.create_index("ix_payouts_due", ["next_check_at"], unique=False)
+        batch_op.create_index(
+            "ix_payouts_merchant_created", ["merchant_id", "created_at", "id"], unique=False
+        )
+
+    op.create_table(
+        "reconciliation_runs",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("merchant_id", sa.String(length=40), nullable=False),
+        sa.Column("account_id", sa.String(length=40), nullable=False),
+        sa.Column("statement_date", sa.String(length=10), nullable=True),
+        sa.Column("source", sa.String(length=300), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("summary", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["provider_accounts.id"],
+            name=op.f("fk_reconciliation_runs_account_id_provider_accounts"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["merchant_id"],
+            ["merchants.id"],
+            name=op.f("fk_reconciliation_runs_merchant_id_merchants"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_reconciliation_runs")),
+    )
+    with op.batch_alter_table("reconciliation_runs", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_reconciliation_runs_account_id"), ["account_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_reconciliation_runs_merchant_id"), ["merchant_id"], unique=False
         )
 
     op.create_table(
@@ -312,6 +456,75 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "reconciliation_items",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("run_id", sa.String(length=40), nullable=False),
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("payment_id", sa.String(length=40), nullable=True),
+        sa.Column("receipt", sa.String(length=64), nullable=True),
+        sa.Column("amount", sa.Numeric(precision=20, scale=4), nullable=True),
+        sa.Column("detail", sa.JSON(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["run_id"],
+            ["reconciliation_runs.id"],
+            name=op.f("fk_reconciliation_items_run_id_reconciliation_runs"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_reconciliation_items")),
+    )
+    with op.batch_alter_table("reconciliation_items", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_reconciliation_items_payment_id"), ["payment_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_reconciliation_items_run_id"), ["run_id"], unique=False
+        )
+
+    op.create_table(
+        "refunds",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("merchant_id", sa.String(length=40), nullable=False),
+        sa.Column("payment_id", sa.String(length=40), nullable=False),
+        sa.Column("account_id", sa.String(length=40), nullable=False),
+        sa.Column("mode", sa.String(length=8), nullable=False),
+        sa.Column("provider", sa.String(length=16), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("amount", sa.Numeric(precision=20, scale=4), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("reason", sa.String(length=100), nullable=False),
+        sa.Column("metadata", sa.JSON(), nullable=False),
+        sa.Column("provider_request_id", sa.String(length=64), nullable=False),
+        sa.Column("provider_ref", sa.String(length=100), nullable=True),
+        sa.Column("send_state", sa.String(length=16), nullable=False),
+        sa.Column("receipt", sa.String(length=64), nullable=True),
+        sa.Column("failure_code", sa.String(length=40), nullable=True),
+        sa.Column("failure_message", sa.String(length=300), nullable=True),
+        sa.Column("provider_code", sa.String(length=40), nullable=True),
+        sa.Column("resolved_by", sa.String(length=16), nullable=True),
+        sa.Column("next_check_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("check_attempts", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finalized_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["provider_accounts.id"],
+            name=op.f("fk_refunds_account_id_provider_accounts"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["merchant_id"], ["merchants.id"], name=op.f("fk_refunds_merchant_id_merchants")
+        ),
+        sa.ForeignKeyConstraint(
+            ["payment_id"], ["payments.id"], name=op.f("fk_refunds_payment_id_payments")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_refunds")),
+        sa.UniqueConstraint("account_id", "provider_request_id", name="uq_refunds_account_request"),
+    )
+    with op.batch_alter_table("refunds", schema=None) as batch_op:
+        batch_op.create_index("ix_refunds_due", ["next_check_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_refunds_merchant_id"), ["merchant_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_refunds_payment_id"), ["payment_id"], unique=False)
+
+    op.create_table(
         "webhook_attempts",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("delivery_id", sa.String(length=40), nullable=False),
@@ -340,6 +553,17 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_webhook_attempts_delivery_id"))
 
     op.drop_table("webhook_attempts")
+    with op.batch_alter_table("refunds", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_refunds_payment_id"))
+        batch_op.drop_index(batch_op.f("ix_refunds_merchant_id"))
+        batch_op.drop_index("ix_refunds_due")
+
+    op.drop_table("refunds")
+    with op.batch_alter_table("reconciliation_items", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_reconciliation_items_run_id"))
+        batch_op.drop_index(batch_op.f("ix_reconciliation_items_payment_id"))
+
+    op.drop_table("reconciliation_items")
     with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_webhook_deliveries_merchant_id"))
         batch_op.drop_index(batch_op.f("ix_webhook_deliveries_event_id"))
@@ -347,14 +571,32 @@ def downgrade() -> None:
         batch_op.drop_index("ix_webhook_deliveries_due")
 
     op.drop_table("webhook_deliveries")
+    with op.batch_alter_table("reconciliation_runs", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_reconciliation_runs_merchant_id"))
+        batch_op.drop_index(batch_op.f("ix_reconciliation_runs_account_id"))
+
+    op.drop_table("reconciliation_runs")
+    with op.batch_alter_table("payouts", schema=None) as batch_op:
+        batch_op.drop_index("ix_payouts_merchant_created")
+        batch_op.drop_index("ix_payouts_due")
+        batch_op.drop_index(batch_op.f("ix_payouts_account_id"))
+
+    op.drop_table("payouts")
     with op.batch_alter_table("payments", schema=None) as batch_op:
         batch_op.drop_index("ix_payments_merchant_reference")
         batch_op.drop_index("ix_payments_merchant_phone_created")
         batch_op.drop_index("ix_payments_merchant_created")
+        batch_op.drop_index(batch_op.f("ix_payments_link_id"))
         batch_op.drop_index("ix_payments_due")
         batch_op.drop_index(batch_op.f("ix_payments_account_id"))
 
     op.drop_table("payments")
+    with op.batch_alter_table("balance_snapshots", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_balance_snapshots_provider_ref"))
+        batch_op.drop_index(batch_op.f("ix_balance_snapshots_merchant_id"))
+        batch_op.drop_index(batch_op.f("ix_balance_snapshots_account_id"))
+
+    op.drop_table("balance_snapshots")
     with op.batch_alter_table("webhook_endpoints", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_webhook_endpoints_merchant_id"))
 
@@ -363,6 +605,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_provider_accounts_merchant_id"))
 
     op.drop_table("provider_accounts")
+    with op.batch_alter_table("payment_links", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_payment_links_merchant_id"))
+
+    op.drop_table("payment_links")
     op.drop_table("idempotency_keys")
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_events_resource_id"))

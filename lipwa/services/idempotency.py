@@ -1,0 +1,99 @@
+"""Idempotency-Key bookkeeping shared by the money-moving POSTs (payouts, refunds).
+
+The key row is claimed in the same transaction as the write-ahead of the resource it creates;
+``finish`` stores the answer so a retry with the same key and body replays it. A concurrent
+twin that lost the claim waits for the winner's answer instead of acting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from lipwa.errors import ApiError
+from lipwa.services.collect import Outcome
+from lipwa.store.tables import IdempotencyKey
+
+
+async def replay(
+    session: AsyncSession, merchant_id: str, key: str, method_path: str, digest: str
+) -> Outcome | None:
+    """The stored answer for this key, None if there is none yet; 409 if the key was used
+    with another request."""
+    row = await session.get(IdempotencyKey, (merchant_id, key), populate_existing=True)
+    if row is None:
+        return None
+    if row.request_hash != digest or row.method_path != method_path:
+        raise ApiError(
+            409,
+            "idempotency_error",
+            "idempotency_key_reused",
+            "This Idempotency-Key was used with a different request",
+            "Idempotency-Key",
+        )
+    if row.state == "done" and row.response_body is not None:
+        return Outcome(row.response_status or 200, row.response_body, replayed=True)
+    return None
+
+
+def claim(
+    session: AsyncSession,
+    merchant_id: str,
+    key: str,
+    method_path: str,
+    digest: str,
+    now: datetime,
+) -> None:
+    """Add the key row (flush it to detect a twin: IntegrityError)."""
+    session.add(
+        IdempotencyKey(
+            merchant_id=merchant_id,
+            key=key,
+            method_path=method_path,
+            request_hash=digest,
+            state="in_progress",
+            created_at=now,
+        )
+    )
+
+
+async def finish(
+    session: AsyncSession, merchant_id: str, key: str, status: int, body: dict[str, Any]
+) -> None:
+    await session.execute(
+        update(IdempotencyKey)
+        .where(IdempotencyKey.merchant_id == merchant_id, IdempotencyKey.key == key)
+        .values(state="done", response_status=status, response_body=body)
+    )
+
+
+async def wait_for_twin(
+    sessions: async_sessionmaker[AsyncSession],
+    merchant_id: str,
+    key: str,
+    method_path: str,
+    digest: str,
+    wait_s: float,
+) -> Outcome:
+    """Poll for the answer of the request that claimed ``key`` first."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    delay = 0.02
+    while loop.time() < deadline:
+        async with sessions() as session:
+            found = await replay(session, merchant_id, key, method_path, digest)
+        if found is not None:
+            return found
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)
+    raise ApiError(
+        409,
+        "idempotency_error",
+        "idempotency_in_progress",
+        "A request with this Idempotency-Key is still being processed; retry shortly",
+        "Idempotency-Key",
+    )

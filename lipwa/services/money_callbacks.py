@@ -1,0 +1,283 @@
+"""Result callbacks of payouts and refunds: stored raw first (``CallbackService.receive``), then
+applied once through ``money_states.transition``.
+
+URL kinds (``/callbacks/<account token>/<kind>/<payout or refund id>``):
+
+- ``b2c`` (ResultURL of a B2C), ``b2c-timeout`` (its QueueTimeOutURL: unknown, then query),
+  ``status`` (ResultURL of a transaction status query about a payout), ``momo-transfer``;
+- ``reversal``, ``reversal-timeout``, ``reversal-check`` (recovery's confirming repeat of a
+  reversal, where ``R000001`` "already reversed" means the first one went through),
+  ``momo-refund``.
+
+Trust is as for payments: the token and id in the URL, and a body that agrees with what was
+sent (OriginatorConversationID, externalId, amount). Anything else is recorded, changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from lipwa.clock import utcnow
+from lipwa.domain.states import PaymentStatus
+from lipwa.providers.base import ProviderReport, ReportState
+from lipwa.providers.momo.callbacks import parse_momo_callback
+from lipwa.providers.mpesa import results
+from lipwa.services.money_states import (
+    OPEN_STATUSES,
+    MoneyChange,
+    MoneyModel,
+    MoneyRow,
+    set_fields,
+    transition,
+)
+from lipwa.services.money_views import payout_view, refund_view
+from lipwa.store.tables import Anomaly, InboundCallback, Payout, ProviderAccount, Refund
+
+log = structlog.get_logger("lipwa.money_callbacks")
+
+PAYOUT_KINDS = ("b2c", "b2c-timeout", "status", "momo-transfer")
+REFUND_KINDS = ("reversal", "reversal-timeout", "reversal-check", "momo-refund")
+KINDS = PAYOUT_KINDS + REFUND_KINDS
+MOMO_KINDS = ("momo-transfer", "momo-refund")
+ALREADY_REFUNDED = "already_refunded"
+# After a queue-timeout notice or a "no such transaction" answer, look again this soon.
+SOON = timedelta(seconds=1)
+
+Applied = tuple[str, str | None]  # outcome, detail
+
+
+class MoneyCallbacks:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def process(self, callback_id: int, token: str) -> str:
+        """Apply one stored callback; returns its outcome. Safe to run more than once."""
+        async with self._sessions() as session, session.begin():
+            row = await session.get(InboundCallback, callback_id)
+            if row is None:
+                return "missing"
+            if row.processed_at is not None:
+                return row.outcome or "noop"
+            account = await session.scalar(
+                select(ProviderAccount).where(ProviderAccount.callback_token == token)
+            )
+            outcome, detail = await self._apply(session, row, account)
+            row.outcome = outcome
+            row.detail = detail[:300] if detail else None
+            row.account_id = account.id if account else None
+            row.processed_at = utcnow()
+        log.info(
+            "money_callback_processed", callback_id=callback_id, kind=row.kind, outcome=outcome
+        )
+        return outcome
+
+    async def _apply(
+        self, session: AsyncSession, row: InboundCallback, account: ProviderAccount | None
+    ) -> Applied:
+        if account is None:
+            return "forged", "no account has this callback token"
+        expected = "momo" if row.kind in MOMO_KINDS else "mpesa"
+        if row.kind not in KINDS or account.provider != expected:
+            return "forged", "callback kind does not match the account's provider"
+        model: MoneyModel = Payout if row.kind in PAYOUT_KINDS else Refund
+        target: MoneyRow | None = (
+            await session.get(model, row.payment_id) if row.payment_id else None
+        )
+        if target is None or target.account_id != account.id:
+            return "unmatched", f"no {model.__tablename__[:-1]} {row.payment_id} on this account"
+        try:
+            payload: Any = json.loads(row.body) if row.body else None
+        except ValueError:
+            payload = None
+        if row.kind in MOMO_KINDS:
+            return await self._momo(session, model, target, payload)
+        if row.kind in ("b2c-timeout", "reversal-timeout"):
+            return await self._queue_timeout(session, model, target, payload)
+        envelope = results.parse_result(payload)
+        if envelope is None:
+            return "invalid", "body is not a Daraja Result envelope"
+        if row.kind == "status":
+            assert isinstance(target, Payout)
+            return await self._status(session, target, envelope)
+        if row.kind == "b2c":
+            assert isinstance(target, Payout)
+            ocid = envelope.originator_conversation_id
+            if ocid and ocid != target.provider_request_id:
+                return await self._anomaly(session, target, "OriginatorConversationID differs")
+            report = results.b2c_report(envelope)
+            name = results.recipient_name(envelope)
+            return await self._report(session, model, target, report, "callback", name)
+        report = results.reversal_report(envelope)
+        confirming = row.kind == "reversal-check"  # recovery's repeat: its answer is a query's
+        if envelope.code == results.ALREADY_REVERSED_CODE:
+            report = _already_reversed(report, confirming=confirming)
+        return await self._report(
+            session, model, target, report, "query" if confirming else "callback"
+        )
+
+    # ----- by kind ------------------------------------------------------------------------------
+    async def _momo(
+        self, session: AsyncSession, model: MoneyModel, target: MoneyRow, payload: Any
+    ) -> Applied:
+        report = parse_momo_callback(payload)
+        if report is None:
+            return "invalid", "body is not a MoMo result"
+        if report.external_id is not None and report.external_id != target.id:
+            return await self._anomaly(session, target, "externalId differs")
+        return await self._report(session, model, target, report, "callback")
+
+    async def _queue_timeout(
+        self, session: AsyncSession, model: MoneyModel, target: MoneyRow, payload: Any
+    ) -> Applied:
+        """The request timed out in Daraja's queue: unknown, and checked again at once."""
+        envelope = results.parse_result(payload)
+        change = MoneyChange(
+            PaymentStatus.UNKNOWN,
+            source="callback",
+            provider_code=envelope.code if envelope else None,
+            next_check_at=utcnow() + SOON,
+        )
+        decision = await transition(session, model, target.id, change, _view(model))
+        await set_fields(session, model, target.id, next_check_at=utcnow() + SOON)
+        return decision.value, "queue timeout: to be checked"
+
+    async def _status(
+        self, session: AsyncSession, payout: Payout, envelope: results.ResultEnvelope
+    ) -> Applied:
+        subject = results.status_subject(envelope)
+        if subject and subject != payout.provider_request_id:
+            return await self._anomaly(session, payout, "status result about another transaction")
+        report = results.status_report(envelope)
+        if report is None:
+            return "noop", f"status query failed ({envelope.code}): asked again later"
+        if report.state is ReportState.NOT_FOUND:
+            if payout.status in OPEN_STATUSES and payout.send_state in ("not_sent", "ambiguous"):
+                # Daraja never got it: recovery sends it once, with the same id.
+                await set_fields(
+                    session, Payout, payout.id, send_state="not_found", next_check_at=utcnow()
+                )
+                return "noop", "no such transaction at M-Pesa: to be sent"
+            return "noop", f"no such transaction at M-Pesa (send state {payout.send_state})"
+        return await self._report(session, Payout, payout, report, "query")
+
+    # ----- shared -------------------------------------------------------------------------------
+    async def _report(
+        self,
+        session: AsyncSession,
+        model: MoneyModel,
+        target: MoneyRow,
+        report: ProviderReport,
+        source: str,
+        recipient_name: str | None = None,
+    ) -> Applied:
+        if (
+            report.state is ReportState.SUCCEEDED
+            and report.amount is not None
+            and Decimal(report.amount) != target.amount
+        ):
+            return await self._anomaly(
+                session, target, f"amount {report.amount} differs from {target.amount}"
+            )
+        change = change_of(report, source, recipient_name)
+        if change is None:
+            return "noop", f"provider reports {report.state.value}"
+        decision = await transition(session, model, target.id, change, _view(model))
+        return decision.value, None
+
+    async def _anomaly(self, session: AsyncSession, target: MoneyRow, detail: str) -> Applied:
+        session.add(
+            Anomaly(
+                merchant_id=target.merchant_id,
+                payment_id=target.id,
+                kind="callback_mismatch",
+                detail={"detail": detail},
+                created_at=utcnow(),
+            )
+        )
+        return "anomaly", detail
+
+    # ----- the sweep of callbacks stored but never applied --------------------------------------
+    async def unprocessed(self, older_than_s: float = 5.0, limit: int = 100) -> list[int]:
+        cutoff = utcnow() - timedelta(seconds=older_than_s)
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(InboundCallback.id)
+                .where(
+                    InboundCallback.processed_at.is_(None),
+                    InboundCallback.kind.in_(KINDS),
+                    InboundCallback.received_at < cutoff,
+                )
+                .order_by(InboundCallback.id)
+                .limit(limit)
+            )
+            return list(rows)
+
+    async def token_for(self, callback_id: int) -> str | None:
+        """The token of the account the URL's payout/refund belongs to, if the stored 4-char
+        hint agrees (the full token is never stored with the callback)."""
+        async with self._sessions() as session:
+            row = await session.get(InboundCallback, callback_id)
+            if row is None or not row.payment_id:
+                return None
+            model: MoneyModel = Payout if row.kind in PAYOUT_KINDS else Refund
+            target: MoneyRow | None = await session.get(model, row.payment_id)
+            account = await session.get(ProviderAccount, target.account_id) if target else None
+            parts = row.path.split("/")  # "", "callbacks", "<hint>…", kind, id
+            hint = parts[2].rstrip("…") if len(parts) > 2 else ""
+            if account is None or not hint or not account.callback_token.startswith(hint):
+                return None
+            return account.callback_token
+
+
+def change_of(
+    report: ProviderReport, source: str, recipient_name: str | None = None
+) -> MoneyChange | None:
+    if report.state is ReportState.SUCCEEDED:
+        return MoneyChange(
+            PaymentStatus.SUCCEEDED,
+            source=source,
+            receipt=report.receipt,
+            provider_code=report.raw_code,
+            provider_ref=report.provider_ref,
+            recipient_name=recipient_name,
+        )
+    if report.state is ReportState.FAILED:
+        return MoneyChange(
+            PaymentStatus.FAILED,
+            source=source,
+            failure_code=report.failure_code or "unknown_failure",
+            failure_message=report.raw_message,
+            provider_code=report.raw_code,
+            provider_ref=report.provider_ref,
+        )
+    return None
+
+
+def _already_reversed(report: ProviderReport, *, confirming: bool) -> ProviderReport:
+    """``R000001``: for a refund's own reversal, the payment had been reversed before (failed
+    ``already_refunded``); for recovery's confirming repeat, the refund's reversal went
+    through (succeeded, no receipt: Daraja does not repeat it)."""
+    if confirming:
+        return ProviderReport(
+            ReportState.SUCCEEDED,
+            provider_ref=None,
+            raw_code=report.raw_code,
+            raw_message="reversed (confirmed: a repeat was refused as already reversed)",
+        )
+    return ProviderReport(
+        ReportState.FAILED,
+        raw_code=report.raw_code,
+        raw_message=report.raw_message,
+        failure_code=ALREADY_REFUNDED,
+    )
+
+
+def _view(model: MoneyModel) -> Any:
+    return payout_view if model is Payout else refund_view

@@ -1,0 +1,619 @@
+"""Payouts end to end: M-Pesa B2C v3 and MoMo transfers through the real gateway, database and
+simulator. A payout is never sent twice, whatever fails in between (the crash tests at the end
+kill a real gateway process between write-ahead and send, and while it waits for the answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from lipwa.clock import utcnow
+from lipwa.providers.base import SendOutcome
+from lipwa.providers.mpesa.client import MpesaClient
+from lipwa.providers.mpesa.credentials import MpesaCredentials
+from lipwa.providers.tokens import TokenCache
+from lipwa.simulator.testing import free_port
+from lipwa.store.db import make_engine, make_sessionmaker
+from lipwa.store.tables import Payout
+from tests.gateway.conftest import (
+    ADMIN_TOKEN,
+    Gateway,
+    Merchant,
+    create_merchant,
+    db_rows,
+)
+from tests.gateway.money_support import (
+    MOMO_PHONE,
+    MPESA_PHONE,
+    events_of,
+    new_api_key,
+    post_payout,
+    scenario,
+    set_faults,
+    sim_callbacks,
+    sim_requests,
+    wait_for,
+    wait_status,
+)
+
+B2C = "/mpesa/b2c/v3/paymentrequest"
+STATUS = "/mpesa/transactionstatus/v1/query"
+TRANSFER = "/disbursement/v1_0/transfer"
+
+
+def b2c_sent(sim_url: str, ocid: str) -> int:
+    return sum(
+        1 for r in sim_requests(sim_url, B2C) if r["body"].get("OriginatorConversationID") == ocid
+    )
+
+
+def transfers_sent(sim_url: str, reference: str) -> int:
+    return sum(
+        1
+        for r in sim_requests(sim_url, TRANSFER)
+        if r["headers"].get("x-reference-id") == reference
+    )
+
+
+def payout(merchant: Merchant, **body: Any) -> dict[str, Any]:
+    response = post_payout(merchant, **body)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+def final(merchant: Merchant, payout_id: str, timeout: float = 20.0) -> dict[str, Any]:
+    return wait_status(merchant, f"/v1/payouts/{payout_id}", timeout=timeout)
+
+
+# ----- M-Pesa B2C ------------------------------------------------------------------------------
+def test_mpesa_payout_succeeds_once_per_idempotency_key(merchant: Merchant, sim_url: str) -> None:
+    key = str(uuid.uuid4())
+    body: dict[str, Any] = {
+        "amount": "500",
+        "currency": "KES",
+        "phone": MPESA_PHONE,
+        "reference": "cb-1",
+    }
+    first = post_payout(merchant, key=key, **body)
+    assert first.status_code == 201, first.text
+    created = first.json()
+    assert created["status"] == "pending" and created["id"].startswith("po_")
+    replay = post_payout(merchant, key=key, **body)
+    assert replay.json()["id"] == created["id"]
+    assert replay.headers.get("Idempotent-Replayed") == "true"
+
+    done = final(merchant, created["id"])
+    assert done["status"] == "succeeded"
+    assert done["receipt"] and done["recipient_name"]
+    assert done["resolved_by"] == "callback"
+    assert events_of(merchant, created["id"]) == ["payout.created", "payout.succeeded"]
+
+    [sent] = [
+        r["body"]
+        for r in sim_requests(sim_url, B2C)
+        if r["body"]["OriginatorConversationID"] == created["provider_request_id"]
+    ]
+    creds = httpx.get(f"{sim_url}/_sim/credentials").json()["mpesa"]["b2c"]
+    assert sent["PartyA"] == creds["shortcode"]
+    assert sent["PartyB"] == "254708374149"
+    assert sent["Amount"] == "500" and sent["CommandID"] == "BusinessPayment"
+    assert creds["initiator_password"] not in sent["SecurityCredential"]
+    assert "/b2c/" in sent["ResultURL"] and "/b2c-timeout/" in sent["QueueTimeOutURL"]
+
+
+@pytest.mark.parametrize(
+    ("amount", "code"),
+    [("9", "amount_too_small"), ("250001", "amount_too_large"), ("100.50", "amount_not_whole")],
+)
+def test_mpesa_b2c_amount_rules(merchant: Merchant, sim_url: str, amount: str, code: str) -> None:
+    response = post_payout(merchant, amount=amount, currency="KES", phone=MPESA_PHONE)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == code
+    assert sim_requests(sim_url, B2C) == []
+
+
+def test_unregistered_customer_fails(merchant: Merchant) -> None:
+    created = payout(merchant, amount="100", currency="KES", phone="0712340040")
+    done = final(merchant, created["id"])
+    assert done["status"] == "failed"
+    assert (done["failure_code"], done["provider_code"]) == ("payer_not_found", "2040")
+
+
+def test_insufficient_b2c_float_fails(merchant: Merchant, sim_url: str) -> None:
+    # The simulator's B2C utility account holds KES 1,000,000: four maximum payouts drain it.
+    drains = [
+        payout(merchant, amount="250000", currency="KES", phone=MPESA_PHONE) for _ in range(4)
+    ]
+    for drained in drains:
+        assert final(merchant, drained["id"])["status"] == "succeeded"
+    accounts = httpx.get(f"{sim_url}/_sim/accounts").json()
+    assert Decimal(accounts["mpesa:600997:utility"]) == 0
+    done = final(merchant, payout(merchant, amount="10", currency="KES", phone=MPESA_PHONE)["id"])
+    assert (done["status"], done["failure_code"], done["provider_code"]) == (
+        "failed",
+        "insufficient_funds",
+        "1",
+    )
+
+
+def test_lost_result_callback_is_recovered_by_status_query(
+    merchant: Merchant, sim_url: str
+) -> None:
+    set_faults(sim_url, callback_drop_pct=100)
+    created = payout(merchant, amount="700", currency="KES", phone=MPESA_PHONE)
+    wait_for(lambda: any(c["dropped"] for c in sim_callbacks(sim_url, "b2c_result")), 10, "drop")
+    set_faults(sim_url, callback_drop_pct=0)
+    done = final(merchant, created["id"], timeout=30)
+    assert (done["status"], done["resolved_by"]) == ("succeeded", "query")
+    assert done["receipt"]
+    asked = [r["body"] for r in sim_requests(sim_url, STATUS)]
+    assert any(a["OriginalConversationID"] == created["provider_request_id"] for a in asked)
+    assert b2c_sent(sim_url, created["provider_request_id"]) == 1
+    assert events_of(merchant, created["id"]) == ["payout.created", "payout.succeeded"]
+
+
+def test_duplicated_result_callback_changes_the_payout_once(
+    merchant: Merchant, sim_url: str, database_url: str
+) -> None:
+    set_faults(sim_url, callback_duplicate_pct=100)
+    created = payout(merchant, amount="300", currency="KES", phone=MPESA_PHONE)
+    assert final(merchant, created["id"])["status"] == "succeeded"
+    wait_for(lambda: len(_inbound(database_url, created["id"])) == 2, 10, "both copies")
+    outcomes = sorted(r["outcome"] for r in _inbound(database_url, created["id"]))
+    assert outcomes == ["applied", "noop"]
+    assert events_of(merchant, created["id"]) == ["payout.created", "payout.succeeded"]
+
+
+def test_queue_timeout_goes_unknown_then_resolves_by_query(
+    merchant: Merchant, sim_url: str
+) -> None:
+    # The simulator's QueueTimeOutURL notice: nothing executed, the status says Expired.
+    scenario(sim_url, "mpesa", "queue_timeout", phone="254708374149")
+    created = payout(merchant, amount="150", currency="KES", phone=MPESA_PHONE)
+    wait_status(merchant, f"/v1/payouts/{created['id']}", {"unknown", "failed"})
+    done = final(merchant, created["id"], timeout=30)
+    assert (done["status"], done["failure_code"], done["resolved_by"]) == (
+        "failed",
+        "expired",
+        "query",
+    )
+    assert events_of(merchant, created["id"]) == [
+        "payout.created",
+        "payout.failed",
+        "payout.unknown",
+    ]
+    assert b2c_sent(sim_url, created["provider_request_id"]) == 1
+
+
+def test_duplicate_originator_conversation_id_is_never_a_second_payout(
+    merchant: Merchant, sim_url: str, database_url: str
+) -> None:
+    """A re-send whose OriginatorConversationID Daraja already has is answered "Duplicate":
+    read as accepted-already, queried, and the payee is paid once."""
+    ocid = str(uuid.uuid4())
+    first = asyncio.run(_direct_b2c(sim_url, ocid, amount=250))
+    assert first.outcome is SendOutcome.ACCEPTED
+    again = asyncio.run(_direct_b2c(sim_url, ocid, amount=250))
+    assert (again.outcome, again.error_code) == (SendOutcome.ACCEPTED, "500.002.1001")
+    # A payout row left as a dead process would: its status query said "no such transaction"
+    # (wrongly, say), so the worker re-sends it once with the same id.
+    row = _payout_row(merchant, ocid, send_state="not_found", amount=Decimal(250))
+    _insert(database_url, row)
+    done = final(merchant, row.id, timeout=30)
+    assert done["status"] == "succeeded" and done["resolved_by"] == "query"
+    assert b2c_sent(sim_url, ocid) == 3  # two direct, one re-send: all one transaction
+    records = httpx.get(f"{sim_url}/_sim/transactions", params={"provider": "mpesa"}).json()
+    paid = [t for t in records["mpesa"] if t.get("originator_conversation_id") == ocid]
+    assert len(paid) == 1
+
+
+# ----- MoMo transfers --------------------------------------------------------------------------
+def test_momo_transfer_succeeds(merchant_factory: Callable[..., Merchant], sim_url: str) -> None:
+    merchant = merchant_factory(momo_currency="RWF")
+    created = payout(merchant, amount="5000", currency="RWF", phone=MOMO_PHONE)
+    done = final(merchant, created["id"])
+    assert (done["status"], done["resolved_by"]) == ("succeeded", "callback")
+    assert done["receipt"]
+    [sent] = [
+        r
+        for r in sim_requests(sim_url, TRANSFER)
+        if r["headers"].get("x-reference-id") == created["provider_request_id"]
+    ]
+    assert sent["body"]["payee"]["partyId"] == "250788123456"
+    assert sent["body"]["externalId"] == created["id"]
+    assert sent["headers"]["x-callback-url"].endswith(f"/momo-transfer/{created['id']}")
+
+
+def test_momo_not_enough_funds(merchant_factory: Callable[..., Merchant], sim_url: str) -> None:
+    merchant = merchant_factory(momo_currency="RWF")
+    scenario(sim_url, "momo", "not_enough_funds", phone="250788123456")
+    done = final(merchant, payout(merchant, amount="5000", currency="RWF", phone=MOMO_PHONE)["id"])
+    assert (done["status"], done["failure_code"]) == ("failed", "insufficient_funds")
+
+
+def test_lost_momo_callback_recovered_by_get(
+    merchant_factory: Callable[..., Merchant], sim_url: str
+) -> None:
+    merchant = merchant_factory(momo_currency="RWF")
+    set_faults(sim_url, callback_drop_pct=100)
+    created = payout(merchant, amount="5000", currency="RWF", phone=MOMO_PHONE)
+    done = final(merchant, created["id"], timeout=30)
+    assert (done["status"], done["resolved_by"]) == ("succeeded", "query")
+    assert transfers_sent(sim_url, created["provider_request_id"]) == 1
+
+
+# ----- approval --------------------------------------------------------------------------------
+def test_approval_needs_another_key_and_nothing_is_sent_before(
+    merchant_factory: Callable[..., Merchant], sim_url: str
+) -> None:
+    merchant = merchant_factory(settings={"payout_approval_threshold": {"KES": "50000"}})
+    small = payout(merchant, amount="49999", currency="KES", phone=MPESA_PHONE)
+    assert small["status"] == "pending" and not small["approval_required"]
+    created = payout(merchant, amount="50000", currency="KES", phone=MPESA_PHONE)
+    assert created["status"] == "awaiting_approval" and created["approval_required"]
+    ocid = created["provider_request_id"]
+    with merchant.client() as same:
+        refused = same.post(f"/v1/payouts/{created['id']}/approve")
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "approval_requires_other_key"
+    time.sleep(0.5)
+    assert b2c_sent(sim_url, ocid) == 0
+    assert wait_status(merchant, f"/v1/payouts/{created['id']}", {"awaiting_approval"})
+
+    with merchant.gateway.client(new_api_key(merchant)) as other:
+        approved = other.post(f"/v1/payouts/{created['id']}/approve")
+        assert approved.status_code == 200, approved.text
+        assert approved.json()["approved_by"] not in (None, created["requested_by"])
+        again = other.post(f"/v1/payouts/{created['id']}/approve")
+        assert again.status_code == 200  # approving twice is a no-op, never a second send
+    assert final(merchant, created["id"])["status"] == "succeeded"
+    assert b2c_sent(sim_url, ocid) == 1
+    assert events_of(merchant, created["id"]) == [
+        "payout.awaiting_approval",
+        "payout.created",
+        "payout.pending",
+        "payout.succeeded",
+    ]
+
+
+def test_cancel_while_awaiting_and_admin_approval(
+    merchant_factory: Callable[..., Merchant], sim_url: str, gateway: Gateway
+) -> None:
+    merchant = merchant_factory(settings={"payout_approval_threshold": {"KES": "1000"}})
+    doomed = payout(merchant, amount="2000", currency="KES", phone=MPESA_PHONE)
+    with merchant.client() as c:
+        cancelled = c.post(f"/v1/payouts/{doomed['id']}/cancel")
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    with merchant.gateway.client(new_api_key(merchant)) as other:
+        late = other.post(f"/v1/payouts/{doomed['id']}/approve")
+    assert late.status_code == 409
+    assert b2c_sent(sim_url, doomed["provider_request_id"]) == 0
+    assert events_of(merchant, doomed["id"]) == [
+        "payout.awaiting_approval",
+        "payout.cancelled",
+        "payout.created",
+    ]
+
+    waiting = payout(merchant, amount="3000", currency="KES", phone=MPESA_PHONE)
+    with gateway.admin() as admin:
+        approved = admin.post(f"/admin/v1/payouts/{waiting['id']}/approve")
+    assert approved.status_code == 200 and approved.json()["approved_by"] == "admin"
+    assert final(merchant, waiting["id"])["status"] == "succeeded"
+    with merchant.client() as c:
+        assert c.post(f"/v1/payouts/{waiting['id']}/cancel").status_code == 409
+
+
+# ----- reading ---------------------------------------------------------------------------------
+def test_list_and_tenant_isolation(
+    merchant: Merchant, merchant_factory: Callable[..., Merchant]
+) -> None:
+    ids = [payout(merchant, amount="20", currency="KES", phone=MPESA_PHONE)["id"] for _ in range(3)]
+    with merchant.client() as c:
+        first = c.get("/v1/payouts", params={"limit": 2}).json()
+        second = c.get("/v1/payouts", params={"limit": 2, "cursor": first["next_cursor"]}).json()
+    listed = [p["id"] for p in first["data"] + second["data"]]
+    assert listed == list(reversed(ids)) and first["has_more"] and not second["has_more"]
+    stranger = merchant_factory()
+    with stranger.client() as c:
+        assert c.get(f"/v1/payouts/{ids[0]}").status_code == 404
+        assert c.get("/v1/payouts").json()["data"] == []
+        assert c.post(f"/v1/payouts/{ids[0]}/cancel").status_code == 404
+
+
+def test_missing_idempotency_key_and_bad_input_change_nothing(
+    merchant: Merchant, sim_url: str
+) -> None:
+    with merchant.client() as c:
+        body = {"amount": "100", "currency": "KES", "phone": MPESA_PHONE, "reference": "x"}
+        response = c.post("/v1/payouts", json=body)
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "idempotency_key_required"
+        bad = c.post(
+            "/v1/payouts",
+            json={**body, "phone": "0700"},
+            headers={"Idempotency-Key": str(uuid.uuid4())},
+        )
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "phone"
+        assert c.get("/v1/payouts").json()["data"] == []
+    assert sim_requests(sim_url, B2C) == []
+
+
+# ----- a payout is never sent twice, whatever fails in between ----------------------------------
+class Process:
+    """A gateway process (uvicorn running lipwa.api.app) on a fixed port, killed with SIGKILL."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], url: str) -> None:
+        self.popen = popen
+        self.url = url
+
+    def kill(self) -> None:
+        self.popen.send_signal(signal.SIGKILL)
+        self.popen.wait(timeout=10)
+
+
+@pytest.fixture
+def own_database(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A database of the same kind as the suite's, for the crash tests alone: no other worker
+    (the session gateway runs one) may touch their payouts."""
+    from sqlalchemy import text
+
+    from lipwa.store.migrate import upgrade
+
+    if not database_url.startswith("postgresql"):
+        url = f"sqlite+aiosqlite:///{tmp_path / 'crash.db'}"
+        upgrade(url)
+        yield url
+        return
+    name = f"lipwa_crash_{uuid.uuid4().hex[:12]}"
+
+    async def admin(statement: str) -> None:
+        engine = make_engine(database_url, pool_size=1)
+        try:
+            async with engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await conn.execute(text(statement))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(admin(f"CREATE DATABASE {name}"))
+    url = database_url.rsplit("/", 1)[0] + f"/{name}"
+    upgrade(url)
+    try:
+        yield url
+    finally:
+        asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@contextmanager
+def gateway_process(
+    gateway: Gateway, database_url: str, port: int, log: Path, **env: str
+) -> Iterator[Process]:
+    settings = gateway.settings
+    assert settings.encryption_keys is not None
+    environment = {
+        **os.environ,
+        "LIPWA_DATABASE_URL": database_url,
+        "LIPWA_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "LIPWA_ADMIN_TOKEN": ADMIN_TOKEN,
+        "LIPWA_ENCRYPTION_KEYS": settings.encryption_keys.get_secret_value(),
+        "LIPWA_RATE_LIMIT_API_KEY": "1000/second",
+        "LIPWA_RATE_LIMIT_PROMPTS": "1000/minute",
+        "LIPWA_PROVIDER_READ_TIMEOUT_S": "30",
+        "LIPWA_FIRST_CHECK_AFTER_S": "1",
+        "LIPWA_STALE_SEND_AFTER_S": "2",
+        "LIPWA_CHECK_BACKOFF_INITIAL_S": "0.5",
+        "LIPWA_CHECK_BACKOFF_MAX_S": "1",
+        **env,
+    }
+    command = [
+        sys.executable, "-m", "uvicorn", "lipwa.api.app:create_app", "--factory",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+    ]  # fmt: skip
+    with log.open("ab") as out:
+        popen = subprocess.Popen(command, env=environment, stdout=out, stderr=subprocess.STDOUT)
+    process = Process(popen, f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert popen.poll() is None, log.read_text()[-3000:]
+            try:
+                if httpx.get(f"{process.url}/health/live", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "gateway process did not start"
+            time.sleep(0.1)
+        yield process
+    finally:
+        if popen.poll() is None:  # done with it: no graceful shutdown needed
+            popen.kill()
+            popen.wait(timeout=10)
+
+
+@pytest.mark.parametrize("provider", ["mpesa", "momo"])
+@pytest.mark.parametrize("dies", ["before_send", "awaiting_answer"])
+def test_never_sent_twice_when_the_process_dies(
+    provider: str,
+    dies: str,
+    gateway: Gateway,
+    sim: object,
+    sim_url: str,
+    own_database: str,
+    tmp_path: Path,
+) -> None:
+    """SIGKILL the gateway process between write-ahead and send (it hangs fetching the OAuth
+    token: the simulator's latency fault) or after the provider acted but before its answer
+    arrived (answer_delay_ms). A restarted process's recovery settles the payout, and the
+    provider has seen exactly one payout request."""
+    database_url = own_database
+    reference = f"crash-{uuid.uuid4().hex[:8]}"
+    body = (
+        {"amount": "1000", "currency": "KES", "phone": MPESA_PHONE}
+        if provider == "mpesa"
+        else {"amount": "5000", "currency": "RWF", "phone": MOMO_PHONE}
+    )
+    port = free_port()
+    log = tmp_path / "gateway.log"
+    with gateway_process(gateway, database_url, port, log, LIPWA_RUN_WORKER="false") as first:
+        merchant = create_merchant(
+            Gateway(first.url, gateway.settings, log), sim_url, momo_currency="RWF"
+        )
+        if dies == "before_send":
+            set_faults(sim_url, latency_ms=30_000)  # every provider answer, the token first
+        else:
+            # Every answer (the token's too) leaves 8 s late; the provider acts at once, and its
+            # result callback, addressed to the dying process, is lost.
+            set_faults(sim_url, answer_delay_ms=8_000, callback_drop_pct=100)
+        client = merchant.gateway.client(merchant.api_key)
+        client.base_url = httpx.URL(first.url)
+        thread = threading.Thread(
+            target=_swallow,
+            args=(lambda: post_payout(merchant, client, reference=reference, **body),),
+        )
+        thread.start()
+        wait_for(lambda: bool(_payouts_by_reference(database_url, reference)), 15, "write-ahead")
+        row = _payouts_by_reference(database_url, reference)[0]
+        request_id = row["provider_request_id"]
+        if dies == "before_send":
+            token_path = "/oauth/v1/generate" if provider == "mpesa" else "/disbursement/token"
+            method = "GET" if provider == "mpesa" else "POST"
+            wait_for(lambda: bool(sim_requests(sim_url, token_path, method)), 10, "token fetch")
+        else:
+            wait_for(lambda: _sent(provider, sim_url, request_id) == 1, 25, "the provider acts")
+        first.kill()
+    thread.join(timeout=10)
+    set_faults(sim_url, latency_ms=0, answer_delay_ms=0, callback_drop_pct=0)
+    killed = _payouts_by_reference(database_url, reference)[0]
+    assert (killed["status"], killed["send_state"]) == ("pending", "not_sent")
+    assert _sent(provider, sim_url, request_id) == (0 if dies == "before_send" else 1)
+
+    # The restarted process (same public URL), running the payout recovery.
+    with gateway_process(
+        gateway, database_url, port, log, LIPWA_WORKER_JOBS="payout_checks,money_callback_sweep"
+    ):
+        wait_for(
+            lambda: _payouts_by_reference(database_url, reference)[0]["status"] == "succeeded",
+            45,
+            "recovery",
+        )
+        assert _sent(provider, sim_url, request_id) == 1
+        if provider == "mpesa":  # asked by its own id before anything else was done
+            asked = [r["body"].get("OriginalConversationID") for r in sim_requests(sim_url, STATUS)]
+            assert request_id in asked
+        settled = _payouts_by_reference(database_url, reference)[0]
+        assert settled["receipt"] and settled["resolved_by"] in {"query", "callback"}
+        assert events_of(merchant, settled["id"]).count("payout.succeeded") == 1
+
+
+# ----- helpers ----------------------------------------------------------------------------------
+def _swallow(call: Callable[[], object]) -> None:
+    with contextlib.suppress(httpx.HTTPError):  # the process died under the request
+        call()
+
+
+def _sent(provider: str, sim_url: str, request_id: str) -> int:
+    return (
+        b2c_sent(sim_url, request_id)
+        if provider == "mpesa"
+        else transfers_sent(sim_url, request_id)
+    )
+
+
+def _payouts_by_reference(database_url: str, reference: str) -> list[dict[str, Any]]:
+    return db_rows(database_url, "SELECT * FROM payouts WHERE reference = :r", r=reference)
+
+
+def _inbound(database_url: str, payout_id: str) -> list[dict[str, Any]]:
+    return db_rows(
+        database_url,
+        "SELECT outcome FROM inbound_callbacks WHERE payment_id = :id AND kind = 'b2c'",
+        id=payout_id,
+    )
+
+
+def _payout_row(merchant: Merchant, ocid: str, *, send_state: str, amount: Decimal) -> Payout:
+    now = utcnow()
+    return Payout(
+        id=f"po_test{uuid.uuid4().hex[:16]}",
+        merchant_id=merchant.id,
+        account_id=merchant.accounts["mpesa"]["id"],
+        mode="test",
+        provider="mpesa",
+        status="pending",
+        amount=amount,
+        currency="KES",
+        phone="254708374149",
+        network="safaricom",
+        reason="",
+        reference="dup-ocid",
+        meta={},
+        provider_request_id=ocid,
+        send_state=send_state,
+        requested_by="test",
+        approval_required=False,
+        check_attempts=0,
+        next_check_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _insert(database_url: str, *rows: Any) -> None:
+    async def run() -> None:
+        engine = make_engine(database_url, pool_size=1)
+        try:
+            async with make_sessionmaker(engine)() as session, session.begin():
+                session.add_all(rows)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+async def _direct_b2c(sim_url: str, ocid: str, amount: int) -> Any:
+    async with httpx.AsyncClient() as fetch:
+        creds = (await fetch.get(f"{sim_url}/_sim/credentials")).json()["mpesa"]
+    async with httpx.AsyncClient() as http:
+        client = MpesaClient(
+            account_key="direct",
+            base_url=sim_url,
+            credentials=MpesaCredentials(
+                consumer_key=creds["consumer_key"],
+                consumer_secret=creds["consumer_secret"],
+                shortcode=creds["paybill"]["shortcode"],
+                kind="paybill",
+                passkey=creds["paybill"]["passkey"],
+                initiator_name=creds["b2c"]["initiator_name"],
+                initiator_password=creds["b2c"]["initiator_password"],
+                certificate_pem=creds["b2c"]["certificate_pem"],
+                b2c_shortcode=creds["b2c"]["shortcode"],
+            ),
+            http=http,
+            tokens=TokenCache(),
+        )
+        return await client.b2c_payment(
+            originator_conversation_id=ocid,
+            amount=amount,
+            phone="254708374149",
+            remarks="direct",
+            occasion="",
+            result_url="http://127.0.0.1:9/nowhere",
+            queue_timeout_url="http://127.0.0.1:9/nowhere",
+        )

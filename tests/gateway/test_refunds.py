@@ -1,0 +1,301 @@
+"""Refunds end to end: M-Pesa reversals (whole payments) and MoMo refunds (whole or part),
+never more than was paid, even when refunds race each other."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from lipwa.providers.base import SendOutcome
+from lipwa.providers.mpesa.client import MpesaClient
+from lipwa.providers.mpesa.credentials import MpesaCredentials
+from lipwa.providers.tokens import TokenCache
+from tests.gateway.conftest import Merchant, db_rows
+from tests.gateway.money_support import (
+    MOMO_PHONE,
+    MPESA_PHONE,
+    events_of,
+    paid_payment,
+    scenario,
+    set_faults,
+    sim_callbacks,
+    sim_requests,
+    wait_for,
+    wait_status,
+)
+
+REVERSAL = "/mpesa/reversal/v1/request"
+MOMO_REFUND = "/disbursement/v1_0/refund"
+
+
+def refund(
+    merchant: Merchant, payment_id: str, key: str | None = None, **body: Any
+) -> httpx.Response:
+    with merchant.client() as c:
+        return c.post(
+            f"/v1/payments/{payment_id}/refunds",
+            json=body,
+            headers={"Idempotency-Key": key or str(uuid.uuid4())},
+        )
+
+
+def created(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def final(merchant: Merchant, refund_id: str, timeout: float = 20.0) -> dict[str, Any]:
+    return wait_status(merchant, f"/v1/refunds/{refund_id}", timeout=timeout)
+
+
+@pytest.fixture
+def momo_merchant(merchant_factory: Callable[..., Merchant]) -> Merchant:
+    return merchant_factory(momo_currency="RWF")
+
+
+# ----- M-Pesa reversal -------------------------------------------------------------------------
+def test_mpesa_reversal_refunds_the_whole_payment(merchant: Merchant, sim_url: str) -> None:
+    payment = paid_payment(merchant, "KES", MPESA_PHONE, "100")
+    key = str(uuid.uuid4())
+    first = created(refund(merchant, payment["id"], key=key, reason="Order cancelled"))
+    assert (first["status"], first["amount"], first["payment_id"]) == (
+        "pending",
+        "100.00",
+        payment["id"],
+    )
+    assert (
+        refund(merchant, payment["id"], key=key, reason="Order cancelled").json()["id"]
+        == (first["id"])
+    )
+    done = final(merchant, first["id"])
+    assert (done["status"], done["resolved_by"]) == ("succeeded", "callback")
+    assert done["receipt"] and done["receipt"] != payment["receipt"]
+    assert events_of(merchant, first["id"]) == ["refund.created", "refund.succeeded"]
+    [sent] = [r["body"] for r in sim_requests(sim_url, REVERSAL)]
+    assert sent["TransactionID"] == payment["receipt"]
+    assert (sent["Amount"], sent["RecieverIdentifierType"], sent["ReceiverParty"]) == (
+        "100",
+        "11",
+        "174379",
+    )
+    with merchant.client() as c:
+        listed = c.get(f"/v1/payments/{payment['id']}/refunds").json()["data"]
+    assert [r["id"] for r in listed] == [first["id"]]
+    again = refund(merchant, payment["id"])
+    assert again.status_code == 400 and again.json()["error"]["code"] == "already_refunded"
+    assert len(sim_requests(sim_url, REVERSAL)) == 1
+
+
+def test_mpesa_partial_refund_is_refused(merchant: Merchant, sim_url: str) -> None:
+    payment = paid_payment(merchant, "KES", MPESA_PHONE, "100")
+    response = refund(merchant, payment["id"], amount="40")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "partial_refund_not_supported"
+    assert sim_requests(sim_url, REVERSAL) == []
+    with merchant.client() as c:
+        assert c.get(f"/v1/payments/{payment['id']}/refunds").json()["data"] == []
+
+
+def test_reversal_of_a_reversed_transaction_fails_already_refunded(
+    merchant: Merchant, sim_url: str
+) -> None:
+    payment = paid_payment(merchant, "KES", MPESA_PHONE, "100")
+    # Reversed outside Lipwa (the M-Pesa portal, say): Daraja answers R000001 to ours.
+    direct = asyncio.run(_direct_reversal(sim_url, payment["receipt"], 100))
+    assert direct.outcome is SendOutcome.ACCEPTED
+    wait_for(lambda: _reversed_at_sim(sim_url, payment["receipt"]), 10, "the direct reversal")
+    done = final(merchant, created(refund(merchant, payment["id"]))["id"])
+    assert (done["status"], done["failure_code"], done["provider_code"]) == (
+        "failed",
+        "already_refunded",
+        "R000001",
+    )
+
+
+def test_lost_reversal_result_is_confirmed_by_recovery(merchant: Merchant, sim_url: str) -> None:
+    payment = paid_payment(merchant, "KES", MPESA_PHONE, "100")
+    set_faults(sim_url, callback_drop_pct=100)
+    first = created(refund(merchant, payment["id"]))
+    wait_for(lambda: any(c["dropped"] for c in sim_callbacks(sim_url, "reversal_result")), 10)
+    set_faults(sim_url, callback_drop_pct=0)
+    done = final(merchant, first["id"], timeout=30)
+    # Recovery repeated the reversal towards /reversal-check/: Daraja refused it as already
+    # reversed, which confirms the first one. The money went back once.
+    assert (done["status"], done["resolved_by"], done["provider_code"]) == (
+        "succeeded",
+        "query",
+        "R000001",
+    )
+    assert len(sim_requests(sim_url, REVERSAL)) >= 2
+    ledger = httpx.get(f"{sim_url}/_sim/transactions", params={"provider": "mpesa"}).json()
+    executed = [
+        t for t in ledger["mpesa"] if t["type"] == "reversal" and t["status"] == "completed"
+    ]
+    assert len(executed) == 1
+    assert events_of(merchant, first["id"]) == ["refund.created", "refund.succeeded"]
+
+
+def test_duplicated_reversal_result_changes_the_refund_once(
+    merchant: Merchant, sim_url: str, database_url: str
+) -> None:
+    payment = paid_payment(merchant, "KES", MPESA_PHONE, "100")
+    set_faults(sim_url, callback_duplicate_pct=100)
+    first = created(refund(merchant, payment["id"]))
+    assert final(merchant, first["id"])["status"] == "succeeded"
+
+    def outcomes() -> list[str]:
+        rows = db_rows(
+            database_url,
+            "SELECT outcome FROM inbound_callbacks WHERE payment_id = :id",
+            id=first["id"],
+        )
+        return sorted(str(r["outcome"]) for r in rows)
+
+    wait_for(lambda: len(outcomes()) == 2, 10, "both copies")
+    assert outcomes() == ["applied", "noop"]
+    assert events_of(merchant, first["id"]) == ["refund.created", "refund.succeeded"]
+
+
+def test_concurrent_mpesa_refunds_reverse_once(merchant: Merchant, sim_url: str) -> None:
+    payment = paid_payment(merchant, "KES", MPESA_PHONE, "100")
+    answers = race(lambda: refund(merchant, payment["id"]), 4)
+    assert sorted(a.status_code for a in answers) == [201, 400, 400, 400]
+    assert len(sim_requests(sim_url, REVERSAL)) == 1
+
+
+# ----- MoMo refunds ----------------------------------------------------------------------------
+def test_momo_partial_refunds_never_exceed_the_payment(
+    momo_merchant: Merchant, sim_url: str
+) -> None:
+    payment = paid_payment(momo_merchant, "RWF", MOMO_PHONE, "1000")
+    part = final(momo_merchant, created(refund(momo_merchant, payment["id"], amount="400"))["id"])
+    assert (part["status"], part["amount"]) == ("succeeded", "400")
+    too_much = refund(momo_merchant, payment["id"], amount="700")
+    assert too_much.status_code == 400
+    assert too_much.json()["error"]["code"] == "amount_exceeds_refundable"
+    rest = final(momo_merchant, created(refund(momo_merchant, payment["id"]))["id"])
+    assert (rest["status"], rest["amount"]) == ("succeeded", "600")
+    nothing = refund(momo_merchant, payment["id"])
+    assert nothing.json()["error"]["code"] == "already_refunded"
+    bodies = [r["body"] for r in sim_requests(sim_url, MOMO_REFUND)]
+    payment_ref = _payment_reference(sim_url, payment["id"])
+    assert [b["referenceIdToRefund"] for b in bodies] == [payment_ref, payment_ref]
+    assert [b["amount"] for b in bodies] == ["400", "600"]
+
+
+def test_concurrent_momo_refunds_cannot_exceed_the_payment(
+    momo_merchant: Merchant, sim_url: str
+) -> None:
+    payment = paid_payment(momo_merchant, "RWF", MOMO_PHONE, "1000")
+    answers = race(lambda: refund(momo_merchant, payment["id"], amount="400"), 6)
+    assert sorted(a.status_code for a in answers) == [201, 201, 400, 400, 400, 400]
+    refused = {a.json()["error"]["code"] for a in answers if a.status_code == 400}
+    assert refused == {"amount_exceeds_refundable"}
+    for answer in answers:
+        if answer.status_code == 201:
+            assert final(momo_merchant, answer.json()["id"])["status"] == "succeeded"
+    assert len(sim_requests(sim_url, MOMO_REFUND)) == 2
+
+
+def test_lost_momo_refund_callback_recovered_by_get(momo_merchant: Merchant, sim_url: str) -> None:
+    payment = paid_payment(momo_merchant, "RWF", MOMO_PHONE, "1000")
+    set_faults(sim_url, callback_drop_pct=100)
+    done = final(momo_merchant, created(refund(momo_merchant, payment["id"]))["id"], timeout=30)
+    assert (done["status"], done["resolved_by"]) == ("succeeded", "query")
+    assert len(sim_requests(sim_url, MOMO_REFUND)) == 1
+
+
+def test_only_succeeded_payments_are_refunded(momo_merchant: Merchant, sim_url: str) -> None:
+    scenario(sim_url, "momo", "rejected", phone="250788123456")
+    response = momo_merchant.pay(amount="1000", currency="RWF", phone=MOMO_PHONE)
+    payment = momo_merchant.wait_final(response.json()["id"])
+    assert payment["status"] == "failed"
+    refused = refund(momo_merchant, payment["id"])
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "payment_not_refundable"
+    assert sim_requests(sim_url, MOMO_REFUND) == []
+
+
+def test_refunds_are_scoped_to_the_merchant(
+    momo_merchant: Merchant, merchant_factory: Callable[..., Merchant]
+) -> None:
+    payment = paid_payment(momo_merchant, "RWF", MOMO_PHONE, "1000")
+    mine = created(refund(momo_merchant, payment["id"], amount="100", key="same-key"))
+    reused = refund(momo_merchant, payment["id"], amount="200", key="same-key")
+    assert reused.status_code == 409
+    stranger = merchant_factory(momo_currency="RWF")
+    assert refund(stranger, payment["id"]).status_code == 404
+    with stranger.client() as c:
+        assert c.get(f"/v1/refunds/{mine['id']}").status_code == 404
+        assert c.get(f"/v1/payments/{payment['id']}/refunds").status_code == 404
+
+
+# ----- helpers ----------------------------------------------------------------------------------
+def race(call: Callable[[], httpx.Response], n: int) -> list[httpx.Response]:
+    """Run ``call`` from ``n`` threads released at the same instant."""
+    barrier = threading.Barrier(n)
+    answers: list[httpx.Response] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        barrier.wait()
+        answer = call()
+        with lock:
+            answers.append(answer)
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(answers) == n
+    return answers
+
+
+def _payment_reference(sim_url: str, payment_id: str) -> str:
+    """The X-Reference-Id the gateway used for the payment's request-to-pay."""
+    for r in sim_requests(sim_url, "/collection/v1_0/requesttopay"):
+        if r["body"]["externalId"] == payment_id:
+            return str(r["headers"]["x-reference-id"])
+    raise AssertionError(f"no request-to-pay for {payment_id}")
+
+
+def _reversed_at_sim(sim_url: str, receipt: str) -> bool:
+    records = httpx.get(f"{sim_url}/_sim/transactions", params={"provider": "mpesa"}).json()
+    return any(r.get("receipt") == receipt and r.get("reversed_by") for r in records["mpesa"])
+
+
+async def _direct_reversal(sim_url: str, receipt: str, amount: int) -> Any:
+    async with httpx.AsyncClient() as http:
+        creds = (await http.get(f"{sim_url}/_sim/credentials")).json()["mpesa"]
+        client = MpesaClient(
+            account_key="direct",
+            base_url=sim_url,
+            credentials=MpesaCredentials(
+                consumer_key=creds["consumer_key"],
+                consumer_secret=creds["consumer_secret"],
+                shortcode=creds["paybill"]["shortcode"],
+                kind="paybill",
+                passkey=creds["paybill"]["passkey"],
+                initiator_name=creds["b2c"]["initiator_name"],
+                initiator_password=creds["b2c"]["initiator_password"],
+                certificate_pem=creds["b2c"]["certificate_pem"],
+            ),
+            http=http,
+            tokens=TokenCache(),
+        )
+        return await client.reversal(
+            transaction_id=receipt,
+            amount=amount,
+            receiver_party=creds["paybill"]["shortcode"],
+            result_url="http://127.0.0.1:9/nowhere",
+            queue_timeout_url="http://127.0.0.1:9/nowhere",
+            remarks="portal",
+        )

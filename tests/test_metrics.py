@@ -1,0 +1,207 @@
+"""GET /metrics, the provider call timing, readiness, and the Prometheus alert rules."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
+from pydantic import SecretStr
+
+from lipwa import metrics
+from lipwa.api.app import create_app
+from lipwa.config import Settings
+from lipwa.providers.base import QueryFailure, SendOutcome, SendResult
+from lipwa.vault import generate_key_text
+from tests.ops_support import ROOT, add_heartbeat, fresh_database, run_db
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+# ----- provider call timing ----------------------------------------------------------------------
+class _TokenError(Exception):
+    def __init__(self, transient: bool) -> None:
+        self.transient = transient
+
+
+class FakeClient:
+    def __init__(self) -> None:
+        self.refuse = False
+
+    async def stk_push(self) -> SendResult:
+        return SendResult(SendOutcome.AMBIGUOUS)
+
+    async def stk_query(self) -> QueryFailure:
+        return QueryFailure("timeout", "no answer")
+
+    async def check_credentials(self) -> QueryFailure | None:
+        try:
+            await self._fetch_token()
+        except _TokenError:
+            return QueryFailure("401", "refused", 401)
+        return None
+
+    async def _fetch_token(self) -> tuple[str, float]:
+        if self.refuse:
+            raise _TokenError(transient=False)
+        return "token", 3600.0
+
+    def sync_helper(self) -> str:
+        return "untouched"
+
+
+async def test_provider_calls_are_timed_by_operation_and_outcome() -> None:
+    client = metrics.instrument_client(FakeClient(), "mpesa")
+    name = "lipwa_provider_request_seconds_count"
+    before = {
+        "push": sample(name, provider="mpesa", operation="stk_push", outcome="ambiguous"),
+        "query": sample(name, provider="mpesa", operation="stk_query", outcome="failure"),
+        "token": sample(name, provider="mpesa", operation="token", outcome="ok"),
+        "refused": sample(name, provider="mpesa", operation="token", outcome="refused"),
+        "creds": sample("lipwa_provider_credential_failures_total", provider="mpesa"),
+    }
+    await client.stk_push()
+    await client.stk_query()
+    assert await client.check_credentials() is None
+    client.refuse = True
+    assert isinstance(await client.check_credentials(), QueryFailure)
+    assert client.sync_helper() == "untouched"
+    after = {
+        "push": sample(name, provider="mpesa", operation="stk_push", outcome="ambiguous"),
+        "query": sample(name, provider="mpesa", operation="stk_query", outcome="failure"),
+        "token": sample(name, provider="mpesa", operation="token", outcome="ok"),
+        "refused": sample(name, provider="mpesa", operation="token", outcome="refused"),
+        "creds": sample("lipwa_provider_credential_failures_total", provider="mpesa"),
+    }
+    assert {k: after[k] - before[k] for k in before} == {
+        "push": 1,
+        "query": 1,
+        "token": 1,
+        "refused": 1,
+        "creds": 1,
+    }
+    assert isinstance(client, FakeClient)
+
+
+def test_helpers_count() -> None:
+    before = sample("lipwa_payments_total", provider="momo", status="succeeded")
+    metrics.payment_transition("momo", "succeeded")
+    assert sample("lipwa_payments_total", provider="momo", status="succeeded") == before + 1
+    before = sample("lipwa_webhook_deliveries_total", outcome="gave_up")
+    metrics.webhook_delivery("gave_up")
+    assert sample("lipwa_webhook_deliveries_total", outcome="gave_up") == before + 1
+    with metrics.callback_timer("stk"):
+        pass
+    assert sample("lipwa_callback_processing_seconds_count", kind="stk") >= 1
+
+
+# ----- the endpoint ------------------------------------------------------------------------------
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[str]:
+    with fresh_database(tmp_path) as url:
+        yield url
+
+
+def gateway(db: str, **values: Any) -> TestClient:
+    settings = Settings(
+        database_url=db,
+        encryption_keys=SecretStr(generate_key_text("v1")),
+        run_worker=False,
+        **values,
+    )
+    return TestClient(create_app(settings))
+
+
+def test_metrics_are_open_without_a_token_and_hold_no_ids(db: str) -> None:
+    run_db(db, lambda session: add_heartbeat(session, age_s=30))
+    with gateway(db) as client:
+        client.get("/v1/payments/pay_secretish123", headers={"Authorization": "Bearer nope"})
+        client.post("/callbacks/tok_abcdefghijklmnop/stk/pay_1", content=b"{}")
+        response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    body = response.text
+    assert (
+        'lipwa_http_requests_total{method="GET",route="/v1/payments/{payment_id}",status="4xx"}'
+        in body
+    )
+    assert 'route="/callbacks/{token}/stk/{payment_id}"' in body
+    assert "pay_secretish123" not in body and "tok_abcdefghijklmnop" not in body
+    assert 'lipwa_open_payments{status="pending"} 0.0' in body
+    assert "lipwa_payments_total" in body and "lipwa_webhook_deliveries_total" in body
+    age = sample("lipwa_worker_heartbeat_age_seconds")
+    assert 29 <= age < 120
+
+
+def test_metrics_token_is_required_when_set(db: str) -> None:
+    with gateway(db, metrics_token=SecretStr("scrape-me")) as client:
+        assert client.get("/metrics").status_code == 401
+        wrong = client.get("/metrics", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        ok = client.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+        assert ok.status_code == 200 and "lipwa_http_requests_total" in ok.text
+
+
+# ----- readiness ---------------------------------------------------------------------------------
+def test_ready_reports_redis_and_the_worker(db: str) -> None:
+    with gateway(db, redis_url="redis://127.0.0.1:1/0") as client:
+        down = client.get("/health/ready")
+    assert down.status_code == 503
+    assert down.json()["checks"]["redis"].startswith("error")
+    assert down.json()["info"]["worker"] == {"status": "never_seen"}
+
+    run_db(db, lambda session: add_heartbeat(session, age_s=3))
+    with gateway(db) as client:
+        ready = client.get("/health/ready").json()
+    assert ready["status"] == "ok" and "redis" not in ready["checks"]
+    assert ready["checks"]["migrations"] == "ok"
+    assert ready["info"]["worker"]["status"] == "ok"
+
+
+def test_ready_with_a_live_redis(db: str) -> None:
+    import asyncio
+
+    from lipwa.services.readiness import ping_redis
+
+    try:
+        asyncio.run(ping_redis("redis://127.0.0.1:6379/0", timeout_s=1))
+    except Exception:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    with gateway(db, redis_url="redis://127.0.0.1:6379/0") as client:
+        ready = client.get("/health/ready")
+    assert ready.status_code == 200 and ready.json()["checks"]["redis"] == "ok"
+
+
+# ----- alert rules -------------------------------------------------------------------------------
+def test_alert_rules_pass_their_promtool_tests() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("promtool is required in CI (apt-get install prometheus)")
+        pytest.skip("promtool not installed (Debian: apt-get install prometheus)")
+    folder = ROOT / "deploy" / "prometheus"
+    checked = subprocess.run(
+        [promtool, "check", "rules", "lipwa-alerts.yml"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = subprocess.run(
+        [promtool, "test", "rules", "lipwa-alerts.test.yml"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SUCCESS" in tested.stdout + tested.stderr

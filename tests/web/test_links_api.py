@@ -1,0 +1,135 @@
+"""Payment links over the API, the public QR codes and network hint, the page security
+(headers, CSRF, sessions) over plain HTTP."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from tests.web.conftest import ADMIN_TOKEN, Merchant, create_link, path_of
+
+
+def test_create_link_needs_idempotency_key_and_replays(merchant: Merchant) -> None:
+    with merchant.client() as c:
+        body = {"amount": "250", "currency": "KES", "description": "Lunch", "single_use": True}
+        assert c.post("/v1/payment-links", json=body).status_code == 400
+        key = str(uuid.uuid4())
+        first = c.post("/v1/payment-links", json=body, headers={"Idempotency-Key": key})
+        again = c.post("/v1/payment-links", json=body, headers={"Idempotency-Key": key})
+        other = c.post(
+            "/v1/payment-links", json={**body, "amount": "300"}, headers={"Idempotency-Key": key}
+        )
+    assert first.status_code == 201, first.text
+    link = first.json()
+    assert link["object"] == "payment_link"
+    assert link["amount"] == "250.00" and link["single_use"] is True
+    assert link["url"].endswith(f"/l/{link['slug']}") and len(link["slug"]) >= 8
+    assert again.status_code == 201 and again.json()["id"] == link["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert other.status_code == 409
+
+
+def test_link_validation(merchant: Merchant) -> None:
+    with merchant.client() as c:
+
+        def post(body: dict[str, object]) -> httpx.Response:
+            return c.post(
+                "/v1/payment-links", json=body, headers={"Idempotency-Key": str(uuid.uuid4())}
+            )
+
+        assert post({"currency": "KES", "amount": "1.234"}).json()["error"]["code"] == (
+            "invalid_amount"
+        )
+        assert post({"currency": "RWF"}).json()["error"]["code"] == "currency_not_supported"
+        past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+        assert post({"currency": "KES", "expires_at": past}).json()["error"]["code"] == (
+            "expires_in_past"
+        )
+        open_link = post({"currency": "KES"})
+        assert open_link.status_code == 201 and open_link.json()["amount"] is None
+        read = c.get(f"/v1/payment-links/{open_link.json()['id']}")
+        assert read.status_code == 200 and read.json()["id"] == open_link.json()["id"]
+        listed = c.get("/v1/payment-links").json()["data"]
+        assert open_link.json()["id"] in [row["id"] for row in listed]
+
+
+def test_other_merchant_cannot_read_link(merchant: Merchant, merchant_factory) -> None:  # type: ignore[no-untyped-def]
+    link = create_link(merchant, amount="10")
+    other = merchant_factory()
+    with other.client() as c:
+        assert c.get(f"/v1/payment-links/{link['id']}").status_code == 404
+
+
+def test_qr_codes_and_network_hint(merchant: Merchant) -> None:
+    link = create_link(merchant, amount="10")
+    base = merchant.gateway.url
+    png = httpx.get(base + path_of(link["qr_png_url"]))
+    svg = httpx.get(base + path_of(link["qr_svg_url"]))
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    assert svg.status_code == 200 and b"<svg" in svg.content
+    hint = httpx.get(f"{base}/l/{link['slug']}/network", params={"phone": "0708 374 149"}).json()
+    assert hint["network"] == "safaricom" and hint["supported"] is True
+    assert "Safaricom" in hint["label"]
+    airtel = httpx.get(f"{base}/l/{link['slug']}/network", params={"phone": "0733123456"}).json()
+    assert airtel["supported"] is False
+    assert httpx.get(f"{base}/l/nosuchlink").status_code == 404
+
+
+def test_page_headers_and_csrf(merchant: Merchant) -> None:
+    link = create_link(merchant, amount="10")
+    with httpx.Client(base_url=merchant.gateway.url) as c:
+        page = c.get(f"/l/{link['slug']}")
+        assert page.status_code == 200
+        csp = page.headers["content-security-policy"]
+        assert "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
+        assert "script-src 'self'" in csp
+        assert page.headers["x-frame-options"] == "DENY"
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert page.headers["referrer-policy"] == "same-origin"
+        cookie = page.headers["set-cookie"]
+        assert "lipwa_csrf=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+        assert 'style="' not in page.text and "<script>" not in page.text
+        # A POST without the form's token (cross-site) never reaches the provider.
+        forged = c.post(f"/l/{link['slug']}", data={"phone": "0708374149", "attempt": "x" * 20})
+        assert forged.status_code == 403
+        assert c.get("/openapi.json").headers.get("content-security-policy") is None
+
+
+def test_sign_in_sessions(merchant: Merchant) -> None:
+    with httpx.Client(base_url=merchant.gateway.url) as c:
+        assert c.get("/dashboard").status_code == 303
+        form = c.get("/signin")
+        token = form.text.split('name="csrf_token" value="')[1].split('"')[0]
+        bad = c.post("/signin", data={"credential": "nope", "csrf_token": token})
+        assert bad.status_code == 401
+        no_csrf = c.post("/signin", data={"credential": ADMIN_TOKEN})
+        assert no_csrf.status_code == 403
+        ok = c.post("/signin", data={"credential": ADMIN_TOKEN, "csrf_token": token})
+        assert ok.status_code == 303 and ok.headers["location"] == "/dashboard"
+        session_cookie = ok.headers["set-cookie"]
+        assert "lipwa_session=" in session_cookie
+        assert "HttpOnly" in session_cookie and "SameSite=lax" in session_cookie
+        assert ADMIN_TOKEN not in session_cookie
+        dashboard = c.get("/dashboard")
+        assert dashboard.status_code == 200 and ADMIN_TOKEN not in dashboard.text
+        assert dashboard.headers["cache-control"] == "no-store"
+        # A tampered cookie is no session at all.
+        c.cookies.set("lipwa_session", c.cookies["lipwa_session"][:-2] + "xx")
+        assert c.get("/dashboard").status_code == 303
+        c.cookies.clear()
+        token = c.get("/signin").text.split('name="csrf_token" value="')[1].split('"')[0]
+        # A merchant key opens its own setup page only, never the dashboard.
+        ok = c.post("/signin", data={"credential": merchant.api_key, "csrf_token": token})
+        assert ok.headers["location"] == f"/merchants/{merchant.id}"
+        assert c.get("/dashboard").status_code == 403
+        page = c.get(f"/merchants/{merchant.id}")
+        assert page.status_code == 200 and merchant.api_key not in page.text
+        assert c.get("/merchants/mer_someoneelse").status_code == 404
+        # An open redirect through ?next= is refused.
+        ok = c.post(
+            "/signin",
+            data={"credential": merchant.api_key, "csrf_token": token, "next": "//evil.example"},
+        )
+        assert ok.headers["location"] == f"/merchants/{merchant.id}"
