@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import structlog
 import typer
 from rich import box
 from rich.console import Console
@@ -27,6 +28,7 @@ from rich.table import Table
 from lipwa.config import Settings
 from lipwa.domain.errors import DomainError
 from lipwa.errors import ApiError
+from lipwa.observability import configure_logging
 from lipwa.reconcile.matcher import DISCREPANCIES
 from lipwa.reconcile.render import print_table, to_csv, to_json
 from lipwa.reconcile.service import Reconciler, RunResult
@@ -43,6 +45,12 @@ REVENUE_COLUMNS = [
 def _check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise typer.BadParameter(f"use one of {', '.join(FORMATS)}", param_hint="--format")
+
+
+def _log_to_stderr(settings: Settings) -> None:
+    """Logs go to stderr, so stdout carries only the report (unless a host app set them up)."""
+    if not structlog.is_configured():
+        configure_logging(settings.log_level, settings.log_json)
 
 
 def _parse_with_progress(path: Path, console: Console) -> Statement:
@@ -99,6 +107,7 @@ def reconcile(
 ) -> int:
     """Parse, reconcile, print; returns the exit code (0 clean, 1 discrepancies, 2 error)."""
     _check_format(fmt)
+    _log_to_stderr(settings)
     status = Console(stderr=True)  # progress and errors never mix with CSV/JSON on stdout
     try:
         statement = _parse_with_progress(statement_path, status)
@@ -152,6 +161,7 @@ def revenue(
     output: Path | None,
 ) -> int:
     _check_format(fmt)
+    _log_to_stderr(settings)
     try:
         report = asyncio.run(_revenue(settings, first, last, merchant_id, mode))
     except DomainError as exc:

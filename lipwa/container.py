@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from lipwa.config import Settings
 from lipwa.providers.tokens import TokenCache
+from lipwa.services.accounts import ApiKeyCache
 from lipwa.services.callbacks import CallbackService
 from lipwa.services.circuit import CircuitBreaker
 from lipwa.services.collect import CollectService
@@ -58,6 +59,7 @@ class Container:
     flags: FlagCache
     rate_limits: RateLimits
     money: MoneyServices  # payouts, refunds, their callbacks and recovery
+    api_keys: ApiKeyCache = field(default_factory=ApiKeyCache)
 
     @classmethod
     def build(cls, settings: Settings) -> Container:

@@ -6,11 +6,12 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
@@ -18,6 +19,7 @@ from lipwa import metrics
 from lipwa.api.app import create_app
 from lipwa.config import Settings
 from lipwa.providers.base import QueryFailure, SendOutcome, SendResult
+from lipwa.simulator.testing import serve_in_thread
 from lipwa.vault import generate_key_text
 from tests.ops_support import ROOT, add_heartbeat, fresh_database, run_db
 
@@ -110,14 +112,17 @@ def db(tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-def gateway(db: str, **values: Any) -> TestClient:
+@contextmanager
+def gateway(db: str, **values: Any) -> Iterator[httpx.Client]:
+    """The real app on a loopback port (its lifespan runs), without the embedded worker."""
     settings = Settings(
         database_url=db,
         encryption_keys=SecretStr(generate_key_text("v1")),
         run_worker=False,
         **values,
     )
-    return TestClient(create_app(settings))
+    with serve_in_thread(create_app(settings)) as url, httpx.Client(base_url=url) as client:
+        yield client
 
 
 def test_metrics_are_open_without_a_token_and_hold_no_ids(db: str) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from lipwa.container import Container
 from lipwa.errors import ApiError
-from lipwa.services.accounts import Caller, authenticate
+from lipwa.services.accounts import Caller
 from lipwa.services.modes import mode_refusal
 from lipwa.services.ratelimit import check_api_key
 
@@ -46,8 +46,7 @@ async def caller(
 ) -> Caller:
     if credentials is None:
         raise _unauthorized("Send your API key as 'Authorization: Bearer lw_test_…'")
-    async with c.sessions() as s:
-        found = await authenticate(s, credentials.credentials)
+    found = await c.api_keys.authenticate(c.sessions, credentials.credentials)
     if found is None:
         raise _unauthorized("Invalid API key")
     refusal = mode_refusal(c.settings.mode, found.mode)

@@ -29,7 +29,6 @@ router = APIRouter(include_in_schema=False)
 
 # Several scrapers (HA Prometheus pairs) must not each run the backlog query.
 DB_GAUGES_MAX_AGE_S = 10.0
-_last_refresh: dict[int, float] = {}
 
 
 def install(app: FastAPI) -> None:
@@ -50,17 +49,17 @@ async def scrape(request: Request, c: ContainerDep) -> Response:
                 media_type="text/plain",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-    await refresh_gauges(c)
+    metrics.set_circuits(c.circuits.snapshot())
+    state = request.app.state
+    now = time.monotonic()
+    if now - getattr(state, "metrics_db_read_at", -1e9) >= DB_GAUGES_MAX_AGE_S:
+        state.metrics_db_read_at = now
+        await refresh_db_gauges(c)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-async def refresh_gauges(c: Container) -> None:
-    """Read the recovery backlog and worker heartbeat (two short queries), and the circuits."""
-    metrics.set_circuits(c.circuits.snapshot())
-    now = time.monotonic()
-    if now - _last_refresh.get(id(c), -1e9) < DB_GAUGES_MAX_AGE_S:
-        return
-    _last_refresh[id(c)] = now
+async def refresh_db_gauges(c: Container) -> None:
+    """Read the recovery backlog and the worker heartbeat: two short queries."""
     async with c.sessions() as session:
         rows = (
             await session.execute(

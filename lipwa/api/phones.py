@@ -18,10 +18,10 @@ router = APIRouter(prefix="/v1", tags=["phones"], responses=ERROR_RESPONSES)
     "/phone-lookup",
     summary="Normalise a number and tell which network, provider and accounts would serve it",
     description="Reads only (no Idempotency-Key needed). `supported` is true when one of your "
-    "active accounts of this key's mode can charge the number. For a MoMo number, "
-    "`account_holder` tells whether the wallet is active and, when MoMo gives it, the holder's "
+    "active accounts of this key's mode can charge the number. MoMo numbers also get "
+    "`account_holder`: whether the wallet is active and, when MoMo gives it, the holder's "
     "name, so you can confirm before prompting; if MoMo errs or is slow (over ~3 s) it is "
-    "`null` and `warnings` says why.",
+    "`null` and `warnings` says why (send `check_account_holder: false` to skip the check).",
     openapi_extra={
         "requestBody": {
             "content": {
@@ -65,8 +65,9 @@ async def phone_lookup(body: PhoneLookupIn, c: ContainerDep, caller: CallerDep) 
     async with c.sessions() as session:
         result = await lookup_phone(session, caller, body, c.settings.prefix_overrides)
         account = await holder_account(session, result) if body.check_account_holder else None
+    if result["provider"] == "momo":  # MoMo numbers: {"active", "name"} or null, warnings
+        result.update(account_holder=None, warnings=[])
     if account is not None:  # outside the session: a provider call
         answer = await momo_account_holder(c.registry, account, result["msisdn"])
-        result["account_holder"] = answer.account_holder
-        result["warnings"].extend(answer.warnings)
+        result.update(account_holder=answer.account_holder, warnings=answer.warnings)
     return result

@@ -109,19 +109,39 @@ class Item:
 
 
 # ----- parties ----------------------------------------------------------------------------------
+def _clean(number: str) -> str:
+    return "".join("*" if c in "*xX#" else c for c in number if c.isdigit() or c in "*xX#")
+
+
+def _ends(pattern: str) -> tuple[str, str]:
+    """Visible head and tail of a masked number (``2547****149`` → ``2547``, ``149``)."""
+    return pattern[: pattern.index("*")], pattern[pattern.rindex("*") + 1 :]
+
+
 def party_agrees(printed: str, phone: str) -> bool:
     """Whether a statement's party (possibly masked: ``2547****149``, ``0708***149``) can be
-    ``phone`` (digits with country code). Only visible digits are compared; a blank or fully
-    masked party agrees with anything."""
-    if not printed or not any(c.isdigit() for c in printed):
+    ``phone`` (digits with country code; masked itself for C2B payments, ``2547 ***** 126``).
+    Only visible digits are compared; a blank or fully masked side agrees with anything."""
+    printed, phone = _clean(printed), _clean(phone)
+    if not any(c.isdigit() for c in printed) or not any(c.isdigit() for c in phone):
         return True
+    if "*" in phone and "*" not in printed:
+        printed, phone = phone, printed  # compare the masked one against the full one
+    if "*" in phone:  # both masked: the visible ends must not contradict each other
+        head_a, tail_a = _ends(printed)
+        head_b, tail_b = _ends(phone)
+        tails = tail_a.endswith(tail_b) or tail_b.endswith(tail_a)
+        if printed.startswith("0") != phone.startswith("0"):
+            return tails  # local vs international form: heads are not comparable
+        return tails and (head_a.startswith(head_b) or head_b.startswith(head_a))
+    if "*" in printed and phone.startswith("0") and not printed.startswith("0"):
+        return phone.endswith(_ends(printed)[1])  # full local vs masked international
     forms = [phone]
     if printed.startswith("0") and not printed.startswith("00") and len(phone) > 9:
         forms = ["0" + phone[-9:]]  # local form: trunk 0 + the 9-digit national number
     if "*" not in printed:
         return printed in forms
-    head = printed[: printed.index("*")]
-    tail = printed[printed.rindex("*") + 1 :]
+    head, tail = _ends(printed)
     return any(
         f.startswith(head) and f.endswith(tail) and len(head) + len(tail) <= len(f) for f in forms
     )

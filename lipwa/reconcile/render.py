@@ -23,7 +23,14 @@ TABLE_LIMIT = 50
 
 def _note(item: dict[str, Any]) -> str:
     parts = []
-    for key in ("previous_status", "status", "settled", "reason", "statement_party"):
+    for key in (
+        "previous_status",
+        "status",
+        "settled",
+        "receipt_added",
+        "reason",
+        "statement_party",
+    ):
         if item.get(key):
             parts.append(f"{key}={item[key]}")
     return "; ".join(parts)
@@ -85,7 +92,8 @@ def print_table(
             style = "yellow"
         totals.add_row(kind, str(counts.get(kind, 0)), style=style)
     console.print(totals)
-    shown = [i for i in items if i["kind"] in DISCREPANCIES or i["kind"] == UNKNOWN_RESOLVED]
+    order = {kind: n for n, kind in enumerate((*DISCREPANCIES, UNKNOWN_RESOLVED))}
+    shown = sorted((i for i in items if i["kind"] in order), key=lambda i: order[i["kind"]])
     if not shown:
         console.print("[green]No discrepancies.[/green]")
         return

@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -37,6 +37,7 @@ from lipwa.errors import invalid, not_found
 from lipwa.reconcile.matcher import (
     CRITICAL,
     DISCREPANCIES,
+    MATCHED,
     UNKNOWN_RESOLVED,
     WINDOW,
     Item,
@@ -51,7 +52,7 @@ from lipwa.store.tables import Payment, ProviderAccount, ReconciliationItem, Rec
 
 log = structlog.get_logger("lipwa.reconcile")
 
-ITEM_BATCH = 500
+ITEM_BATCH = 1000
 MAX_PAGE = 500
 SOURCE = "reconciliation"  # Payment.resolved_by of the payments a statement settles
 
@@ -154,16 +155,27 @@ def item_detail(item: Item) -> dict[str, Any]:
     }
 
 
-def item_view(row: ReconciliationItem) -> dict[str, Any]:
-    return {
+def item_view(row: ReconciliationItem | dict[str, Any]) -> dict[str, Any]:
+    """An item for the API (a stored row) or the CLI (the values just inserted: no id)."""
+    values: dict[str, Any] = row if isinstance(row, dict) else {
         "id": row.id,
-        "object": "reconciliation_item",
         "kind": row.kind,
-        "critical": row.kind in CRITICAL,
         "payment_id": row.payment_id,
         "receipt": row.receipt,
-        "amount": None if row.amount is None else f"{row.amount:f}",
-        **row.detail,
+        "amount": row.amount,
+        "detail": row.detail,
+    }  # fmt: skip
+    amount = values["amount"]
+    view = {"id": values["id"]} if "id" in values else {}
+    return {
+        **view,
+        "object": "reconciliation_item",
+        "kind": values["kind"],
+        "critical": values["kind"] in CRITICAL,
+        "payment_id": values["payment_id"],
+        "receipt": values["receipt"],
+        "amount": None if amount is None else f"{amount:f}",
+        **values["detail"],
     }
 
 
@@ -182,17 +194,17 @@ def run_view(run: ReconciliationRun) -> dict[str, Any]:
     }
 
 
-def _item_row(run_id: str, item: Item) -> ReconciliationItem:
+def _item_values(run_id: str, item: Item) -> dict[str, Any]:
     receipt = item.row.receipt if item.row else (item.payment.receipt if item.payment else None)
     amount = item.row.amount if item.row else (item.payment.amount if item.payment else None)
-    return ReconciliationItem(
-        run_id=run_id,
-        kind=item.kind,
-        payment_id=item.payment.id if item.payment else None,
-        receipt=receipt,
-        amount=amount,
-        detail=item_detail(item),
-    )
+    return {
+        "run_id": run_id,
+        "kind": item.kind,
+        "payment_id": item.payment.id if item.payment else None,
+        "receipt": receipt,
+        "amount": amount,
+        "detail": item_detail(item),
+    }
 
 
 # ----- the run -----------------------------------------------------------------------------------
@@ -231,6 +243,17 @@ async def load_payments(
         )
         for r in result
     ]
+
+
+def _pid(item: Item) -> str:
+    return item.payment.id if item.payment else ""
+
+
+def _to_settle(item: Item) -> bool:
+    """Paid per the statement and Lipwa lacks the outcome (or, when matched, the receipt)."""
+    if item.kind == UNKNOWN_RESOLVED:
+        return True
+    return item.kind == MATCHED and item.payment is not None and item.payment.receipt is None
 
 
 class Reconciler:
@@ -313,7 +336,7 @@ class Reconciler:
         async with self._sessions() as session:
             payments = await load_payments(session, account.id, period)
         items = match(statement.rows, payments, period)
-        settled = await self._settle([i for i in items if i.kind == UNKNOWN_RESOLVED], progress)
+        settled = await self._settle([i for i in items if _to_settle(i)], progress)
         stored = await self._store(run_id, items, settled, progress)
         counts = summarise(items)
         summary = {
@@ -324,14 +347,19 @@ class Reconciler:
             "counts": counts,
             "discrepancies": sum(counts[k] for k in DISCREPANCIES),
             "critical": sum(counts[k] for k in CRITICAL),
-            "settled": sum(1 for v in settled.values() if v == "applied"),
+            "settled": sum(
+                1 for i in items if i.kind == UNKNOWN_RESOLVED and settled.get(_pid(i)) == "applied"
+            ),
+            # Succeeded by a status query (no receipt): the statement's receipt was added.
+            "receipts_added": sum(1 for i in items if i.kind == MATCHED and _pid(i) in settled),
         }
         run = await self._finish(run_id, "done", summary)
         log.info("reconciliation_done", run_id=run_id, account_id=account.id, **counts)
         return RunResult(run_view(run), stored)
 
     async def _settle(self, items: Sequence[Item], progress: Progress | None) -> dict[str, str]:
-        """Mark every payment the statement proves paid as succeeded, one transaction each."""
+        """Mark every payment the statement proves paid as succeeded, one transaction each;
+        a succeeded payment that lacks its receipt (settled by a status query) gets it."""
         outcome: dict[str, str] = {}
         for n, item in enumerate(items, 1):
             assert item.payment is not None and item.row is not None
@@ -355,14 +383,16 @@ class Reconciler:
         for start in range(0, len(items), ITEM_BATCH):
             rows = []
             for item in items[start : start + ITEM_BATCH]:
-                row = _item_row(run_id, item)
-                if item.kind == UNKNOWN_RESOLVED and item.payment is not None:
-                    row.detail["settled"] = settled.get(item.payment.id)
-                rows.append(row)
+                values = _item_values(run_id, item)
+                if item.payment is not None and item.payment.id in settled:
+                    if item.kind == UNKNOWN_RESOLVED:
+                        values["detail"]["settled"] = settled[item.payment.id]
+                    else:
+                        values["detail"]["receipt_added"] = True
+                rows.append(values)
             async with self._sessions() as session, session.begin():
-                session.add_all(rows)
-                await session.flush()
-                views.extend(item_view(r) for r in rows)
+                await session.execute(insert(ReconciliationItem), rows)  # one executemany
+            views.extend(item_view(r) for r in rows)
             if progress:
                 progress("store", min(start + ITEM_BATCH, len(items)), len(items))
         return views

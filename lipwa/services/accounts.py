@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -289,6 +291,35 @@ async def create_api_key(
     session.add(key)
     await session.flush()
     return key, raw
+
+
+class ApiKeyCache:
+    """Known-good API keys for a few seconds, so each request does not look its key up.
+
+    Only hits are kept; a key revoked in the database stops working in every process within
+    ``ttl_s``. In memory, per process.
+    """
+
+    def __init__(self, ttl_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._known: dict[str, tuple[Caller, float]] = {}
+
+    async def authenticate(self, session_factory: Callable[[], Any], raw: str) -> Caller | None:
+        digest = hash_api_key(raw)
+        hit = self._known.get(digest)
+        now = self._clock()
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        async with session_factory() as session:
+            caller = await authenticate(session, raw)
+        if caller is None:
+            self._known.pop(digest, None)
+            return None
+        if len(self._known) > 10_000:  # bounded: forget everything rather than grow
+            self._known.clear()
+        self._known[digest] = (caller, now + self._ttl_s)
+        return caller
 
 
 async def authenticate(session: AsyncSession, raw: str) -> Caller | None:

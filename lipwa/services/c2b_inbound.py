@@ -33,7 +33,7 @@ from lipwa.domain.ids import new_id
 from lipwa.domain.money import format_amount
 from lipwa.domain.phones import Network
 from lipwa.domain.states import PaymentStatus
-from lipwa.providers.mpesa.c2b import C2bNotice, parse_notice
+from lipwa.providers.mpesa.c2b import C2bNotice, parse_notice, validation_reply
 from lipwa.services import inbound
 from lipwa.services.c2b_orders import OpenOrder, account_mode, find_open_order
 from lipwa.services.links import note_payment_final
@@ -92,7 +92,7 @@ class C2bInbound:
                 f"{verdict.code}: {verdict.reason}",
             )
         log.info("c2b_validation", callback_id=stored.callback_id, code=verdict.code)
-        return ValidationAnswer(200, _reply(verdict.code))
+        return ValidationAnswer(200, validation_reply(verdict.code))
 
     async def _verdict(
         self, session: AsyncSession, row: InboundCallback, account_id: str | None
@@ -210,12 +210,6 @@ class C2bInbound:
                 continue
             handled += 1
         return handled
-
-
-def _reply(code: str) -> dict[str, str]:
-    if code == rules.ACCEPT:
-        return {"ResultCode": "0", "ResultDesc": "Accepted"}
-    return {"ResultCode": code, "ResultDesc": "Rejected"}
 
 
 def _amount(notice: C2bNotice, currency: str) -> Decimal | None:

@@ -139,6 +139,8 @@ class CollectService:
                 "phone",
             )
         merchant = await session.get(Merchant, caller.merchant_id)
+        # The identity map holds objects weakly: keep the merchant for the guards that follow.
+        session.info[("merchant", caller.merchant_id)] = merchant
         if merchant is None:  # the key outlived its merchant
             raise ApiError(401, "authentication_error", "invalid_api_key", "Invalid API key")
         accounts = list(
@@ -203,27 +205,42 @@ class CollectService:
     async def _create(self, caller: Caller, data: PaymentIn, idempotency_key: str) -> Outcome:
         body = data.model_dump(mode="json")
         digest = request_hash(body)
+        # One transaction validates, runs the guards, claims the key and writes the payment
+        # ahead of the provider call; nothing is written when anything refuses.
         async with self._sessions() as session:
-            replay = await self._replay(session, caller, idempotency_key, digest)
+            row = await self._key_row(session, caller, idempotency_key)
+            replay = self._replay_of(row, digest)
             if replay is not None:
                 return replay
-            plan = None
-            if not await self._claimed(session, caller, idempotency_key):  # else: twin in flight
+            payment = plan = None
+            if row is None:  # else: a twin is in flight
                 plan = await self._admit(session, caller, data, idempotency_key)
-        if plan is None:
-            return await self._wait_for_twin(caller, idempotency_key, digest)
-        payment = await self._write_ahead(caller, data, plan, idempotency_key, digest)
-        if payment is None:  # a concurrent twin claimed the key first
+                if plan is not None:
+                    payment = await self._write_ahead(
+                        session, caller, data, plan, idempotency_key, digest
+                    )
+        if payment is None or plan is None:  # a concurrent twin claimed the key first
             return await self._wait_for_twin(caller, idempotency_key, digest)
         result = await self._send(plan, payment)
         for guard in self.guards:
             await guard.observe(plan, result)
         return await self._record(caller, payment, result, idempotency_key)
 
+    async def _key_row(
+        self, session: AsyncSession, caller: Caller, key: str
+    ) -> IdempotencyKey | None:
+        return await session.get(
+            IdempotencyKey, (caller.merchant_id, key), populate_existing=True
+        )
+
     async def _replay(
         self, session: AsyncSession, caller: Caller, key: str, digest: str
     ) -> Outcome | None:
-        row = await session.get(IdempotencyKey, (caller.merchant_id, key), populate_existing=True)
+        return self._replay_of(await self._key_row(session, caller, key), digest)
+
+    @staticmethod
+    def _replay_of(row: IdempotencyKey | None, digest: str) -> Outcome | None:
+        """The stored answer to replay; raises when the key was used with another body."""
         if row is None:
             return None
         if row.request_hash != digest or row.method_path != "POST /v1/payments":
@@ -276,9 +293,16 @@ class CollectService:
         )
 
     async def _write_ahead(
-        self, caller: Caller, data: PaymentIn, plan: Plan, key: str, digest: str
+        self,
+        session: AsyncSession,
+        caller: Caller,
+        data: PaymentIn,
+        plan: Plan,
+        key: str,
+        digest: str,
     ) -> Payment | None:
-        """Claim the key and store the pending payment in one transaction, before any call."""
+        """Claim the key and store the pending payment, committed before any provider call;
+        None when a twin claimed the key first (nothing written)."""
         now = utcnow()
         account = plan.account
         request_id = str(uuid.uuid4())
@@ -309,22 +333,23 @@ class CollectService:
             updated_at=now,
         )
         try:
-            async with self._sessions() as session, session.begin():
-                session.add(
-                    IdempotencyKey(
-                        merchant_id=caller.merchant_id,
-                        key=key,
-                        method_path="POST /v1/payments",
-                        request_hash=digest,
-                        state="in_progress",
-                        created_at=now,
-                    )
+            session.add(
+                IdempotencyKey(
+                    merchant_id=caller.merchant_id,
+                    key=key,
+                    method_path="POST /v1/payments",
+                    request_hash=digest,
+                    state="in_progress",
+                    created_at=now,
                 )
-                await session.flush()
-                session.add(payment)
-                await session.flush()
-                await add_event(session, payment, "payment.created")
+            )
+            await session.flush()
+            session.add(payment)
+            await session.flush()
+            await add_event(session, payment, "payment.created")
+            await session.commit()
         except IntegrityError:
+            await session.rollback()
             return None
         return payment
 
@@ -364,12 +389,15 @@ class CollectService:
                 values["provider_ref"] = result.provider_ref
             if result.secondary_ref:
                 values["provider_secondary_ref"] = result.secondary_ref
-            await session.execute(
-                update(Payment)
-                .where(Payment.id == payment.id)
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
+            fresh = (
+                await session.execute(
+                    update(Payment)
+                    .where(Payment.id == payment.id)
+                    .values(**values)
+                    .returning(Payment)
+                    .execution_options(populate_existing=True, synchronize_session=False)
+                )
+            ).scalar_one()
             if result.outcome is SendOutcome.REJECTED:
                 await apply(
                     session,
@@ -393,8 +421,8 @@ class CollectService:
                         next_check_at=now + self._first_check,
                     ),
                 )
-            fresh = await session.get(Payment, payment.id, populate_existing=True)
-            assert fresh is not None
+            if result.outcome is not SendOutcome.ACCEPTED:  # apply() changed it again
+                await session.refresh(fresh)
             view = payment_view(fresh)
             await session.execute(
                 update(IdempotencyKey)

@@ -62,7 +62,4 @@ async def lookup_phone(
         "provider": provider,
         "accounts": accounts,
         "supported": bool(accounts),
-        # MoMo only (lipwa.services.holder_lookup): {"active", "name"}, or null.
-        "account_holder": None,
-        "warnings": [],
     }

@@ -29,7 +29,8 @@ class ProviderRegistry:
         self._vault = vault
         self._http = http
         self._tokens = tokens
-        self._timeouts = {"connect_timeout": connect_timeout_s, "read_timeout": read_timeout_s}
+        self._connect_timeout_s = connect_timeout_s
+        self._read_timeout_s = read_timeout_s
         self._clients: dict[tuple[str, str], Any] = {}
 
     def _cache_key(self, account: ProviderAccount) -> tuple[str, str]:
@@ -60,7 +61,8 @@ class ProviderRegistry:
                 credentials=credentials,
                 http=self._http,
                 tokens=self._tokens,
-                **self._timeouts,
+                connect_timeout=self._connect_timeout_s,
+                read_timeout=self._read_timeout_s,
             )
             self._clients[key] = metrics.instrument_client(client, "mpesa")
         assert isinstance(client, MpesaClient)
@@ -84,7 +86,8 @@ class ProviderRegistry:
                 credentials=credentials,
                 http=self._http,
                 tokens=self._tokens,
-                **self._timeouts,
+                connect_timeout=self._connect_timeout_s,
+                read_timeout=self._read_timeout_s,
             )
             self._clients[key] = metrics.instrument_client(client, "momo")
         assert isinstance(client, MomoClient)

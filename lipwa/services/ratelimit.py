@@ -117,7 +117,9 @@ async def check_api_key(limits: RateLimits, rate: str, caller: Caller) -> None:
 
 async def load_merchant(session: AsyncSession, caller: Caller) -> Merchant:
     """The caller's merchant (from the session's identity map: plan() loaded it already)."""
-    merchant = await session.get(Merchant, caller.merchant_id)
+    merchant = session.info.get(("merchant", caller.merchant_id))
+    if merchant is None:
+        merchant = await session.get(Merchant, caller.merchant_id)
     if merchant is None:  # plan() already refused; keep the guards total
         raise ApiError(401, "authentication_error", "invalid_api_key", "Invalid API key")
     return merchant

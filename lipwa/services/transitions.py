@@ -127,6 +127,23 @@ class Change:
     next_check_at: datetime | None = None
 
 
+async def _fill_receipt(session: AsyncSession, payment: Payment, change: Change) -> None:
+    """A status query proves success without a receipt (Daraja's STK query has none); a later
+    callback with the same outcome brings it. Not a state change, so no event."""
+    if (
+        change.status is PaymentStatus.SUCCEEDED
+        and payment.status == PaymentStatus.SUCCEEDED.value
+        and payment.receipt is None
+        and change.receipt
+    ):
+        await session.execute(
+            update(Payment)
+            .where(Payment.id == payment.id, Payment.receipt.is_(None))
+            .values(receipt=change.receipt, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+
+
 async def apply(session: AsyncSession, payment_id: str, change: Change) -> Transition:
     """Apply ``change`` to the payment inside the caller's transaction."""
     for _ in range(3):
@@ -166,6 +183,7 @@ async def _apply_once(session: AsyncSession, payment_id: str, change: Change) ->
         )
         return decision
     if decision is Transition.NOOP:
+        await _fill_receipt(session, payment, change)
         return decision
     now = utcnow()
     final = change.status in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED)
@@ -190,15 +208,18 @@ async def _apply_once(session: AsyncSession, payment_id: str, change: Change) ->
     else:
         values["next_check_at"] = change.next_check_at
     # Conditional on the status we read: a concurrent writer makes this a no-op.
-    result = await session.execute(
-        update(Payment)
-        .where(Payment.id == payment.id, Payment.status == payment.status)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    updated = (
+        await session.execute(
+            update(Payment)
+            .where(Payment.id == payment.id, Payment.status == payment.status)
+            .values(**values)
+            .returning(Payment)
+            .execution_options(populate_existing=True, synchronize_session=False)
+        )
+    ).scalar_one_or_none()
+    if updated is None:
         return None
-    await session.refresh(payment)
+    payment = updated
     await add_event(session, payment, f"payment.{payment.status}")
     metrics.payment_transition(payment.provider, payment.status)
     return decision

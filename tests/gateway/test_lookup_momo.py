@@ -65,8 +65,8 @@ def test_a_slow_provider_does_not_block_the_lookup(merchant: Merchant, sim_url: 
 def test_no_holder_check_for_mpesa_or_when_not_asked(merchant: Merchant, sim_url: str) -> None:
     before = len(holder_requests(sim_url))
     mpesa = lookup(merchant, phone="254708374149")
-    assert mpesa["provider"] == "mpesa" and mpesa["account_holder"] is None
-    assert mpesa["warnings"] == []
+    assert mpesa["provider"] == "mpesa"
+    assert "account_holder" not in mpesa and "warnings" not in mpesa  # MoMo numbers only
     skipped = lookup(merchant, phone="46733123456", check_account_holder=False)
     assert skipped["account_holder"] is None
     assert len(holder_requests(sim_url)) == before

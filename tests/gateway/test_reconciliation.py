@@ -352,3 +352,35 @@ def test_daily_run_reads_the_drop_folder_or_the_simulator_once_per_day(
     assert by_subject(run["items"]["data"]) == {
         momo_paid["id"]: "matched", momo_paid["receipt"]: "matched",
     }  # fmt: skip
+
+
+# ----- receipts ---------------------------------------------------------------------------------
+def test_a_payment_settled_by_status_query_gets_its_receipt_from_the_statement(
+    merchant: Merchant, sim_url: str, gateway: Gateway, tmp_path: Path
+) -> None:
+    phone = "254708374231"
+    body = {"provider": "mpesa", "phone": phone, "outcome": "no_callback"}
+    httpx.put(f"{sim_url}/_sim/scenario", json=body).raise_for_status()
+    payment = merchant.wait_final(pay(merchant, "31", "KES", "0" + phone[3:])["id"], timeout=20)
+    assert (payment["status"], payment["resolved_by"], payment["receipt"]) == (
+        "succeeded", "query", None,  # Daraja's STK query carries no receipt
+    )  # fmt: skip
+    shortcode = merchant.accounts["mpesa"]["config"]["shortcode"]
+    cells = statement(sim_url, "mpesa.csv", 1, shortcode=shortcode)
+    path = write_csv(tmp_path / "mpesa.csv", cells)
+    result = CliRunner().invoke(
+        cli_app,
+        ["reconcile", "--account", merchant.accounts["mpesa"]["id"], "--statement", str(path),
+         "--format", "json"],
+        env=cli_env(gateway),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["summary"]["receipts_added"] == 1
+    [item] = report["items"]
+    assert (item["kind"], item["matched_by"], item["receipt_added"]) == (
+        "matched", "amount_party_time", True,
+    )  # fmt: skip
+    with merchant.client() as c:
+        after = c.get(f"/v1/payments/{payment['id']}").json()
+    assert after["receipt"] == cells[1][0] and after["resolved_by"] == "query"

@@ -162,6 +162,12 @@ def test_masked_parties_compare_visible_digits_only() -> None:
         assert party_agrees(printed, phone), printed
     for printed in ("254708374148", "2547****148", "2548****149", "0708374148", "25470837414999"):
         assert not party_agrees(printed, phone), printed
+    # C2B payments keep Safaricom's masked number: compare what both sides show.
+    c2b = "2547 ***** 149"
+    for printed in ("254708374149", "2547****149", "254*****9", "0708374149", ""):
+        assert party_agrees(printed, c2b), printed
+    for printed in ("254708374148", "2548****149", "2547****148"):
+        assert not party_agrees(printed, c2b), printed
 
 
 def test_coverage_never_judges_a_payment_the_statement_cannot_speak_for() -> None:
@@ -176,7 +182,7 @@ def test_coverage_never_judges_a_payment_the_statement_cannot_speak_for() -> Non
 
 # ----- properties ---------------------------------------------------------------------------------
 AMOUNTS = st.sampled_from(["5", "10", "10.50", "99"])
-PHONES = st.sampled_from(["254708374149", "254708374150", "254711000001"])
+PHONES = st.sampled_from(["254708374149", "254708374150", "254711000001", "2547 ***** 149"])
 
 
 @st.composite

@@ -22,15 +22,10 @@ ResponseType = Literal["Completed", "Cancelled"]
 FORBIDDEN_URL_WORDS: Final = ("m-pesa", "mpesa", "safaricom", "exec", "exe", "cmd", "sql", "query")
 ALREADY_REGISTERED_CODE: Final = "500.003.1001"
 
-# Validation answers (§2.4).
+# Validation answers (§2.4): "0" accepts; C2B00011 Invalid MSISDN, C2B00012 Invalid Account
+# Number, C2B00013 Invalid Amount, C2B00014 Invalid KYC Details, C2B00015 Invalid Shortcode,
+# C2B00016 Other Error reject (the codes Lipwa decides on: ``lipwa.domain.c2b``).
 ACCEPT_CODE: Final = "0"
-INVALID_MSISDN: Final = "C2B00011"
-INVALID_ACCOUNT: Final = "C2B00012"
-INVALID_AMOUNT: Final = "C2B00013"
-INVALID_KYC: Final = "C2B00014"
-INVALID_SHORTCODE: Final = "C2B00015"
-OTHER_ERROR: Final = "C2B00016"
-BILL_REF_MAX: Final = 20
 
 
 def forbidden_words(url: str) -> list[str]:
