@@ -16,7 +16,7 @@ from lipwa.services.payouts import PayoutIn
 router = APIRouter(prefix="/v1", tags=["payouts"], responses=ERROR_RESPONSES)
 admin_router = APIRouter(prefix="/admin/v1", tags=["admin"], responses=ERROR_RESPONSES)
 
-IDEMPOTENCY_KEY_MAX = 255
+IDEMPOTENCY_KEY_MAX = 200  # stored with a mode prefix in a 255-character column
 STATUSES = "^(awaiting_approval|pending|unknown|succeeded|failed|cancelled)$"
 NO_BODY_EXAMPLE = {
     "requestBody": {

@@ -181,6 +181,7 @@ class PayoutService:
 
     # ----- create -------------------------------------------------------------------------------
     async def create(self, caller: Caller, data: PayoutIn, key: str) -> Outcome:
+        key = f"{caller.mode}:{key}"  # keys live per mode, as for payments
         digest = request_hash(data.model_dump(mode="json"))
         async with self._sessions() as session:
             found = await idempotency.replay(session, caller.merchant_id, key, METHOD_PATH, digest)

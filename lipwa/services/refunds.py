@@ -153,6 +153,7 @@ class RefundService:
 
     # ----- create -------------------------------------------------------------------------------
     async def create(self, caller: Caller, payment_id: str, data: RefundIn, key: str) -> Outcome:
+        key = f"{caller.mode}:{key}"  # keys live per mode, as for payments
         method_path = f"POST /v1/payments/{payment_id}/refunds"
         digest = request_hash(data.model_dump(mode="json"))
         async with self._sessions() as session:

@@ -70,10 +70,14 @@ GATEWAY_ENV: dict[str, str] = {
     "LIPWA_CHECK_LEASE_S": "10",
     "LIPWA_MOMO_STATUS_PER_SECOND": "50",
     "LIPWA_CIRCUIT_COOLDOWN_S": "1",
-    # The delivery lease (timeout x waves of concurrency + 30 s) decides how soon a killed
-    # worker's claimed deliveries are sent again: 2 s x 2 waves + 30 s.
-    "LIPWA_WEBHOOK_TIMEOUT_S": "2",
-    "LIPWA_WEBHOOK_CONCURRENCY": "50",
+    # Fewer parallel checks and sends than the defaults (10 and 20): each holds a database
+    # connection, and every process may open 40 (lipwa.store.db.make_engine), so four
+    # processes at the defaults can take all 100 of a default PostgreSQL. The delivery lease
+    # (timeout x batches of 100 / concurrency + 30 s) decides how soon a killed worker's
+    # claimed deliveries go out again: 1 s x 10 + 30 s = 40 s.
+    "LIPWA_RECOVERY_CONCURRENCY": "5",
+    "LIPWA_WEBHOOK_CONCURRENCY": "10",
+    "LIPWA_WEBHOOK_TIMEOUT_S": "1",
     "LIPWA_WEBHOOK_RETRY_BASE_S": "0.5",
     "LIPWA_WEBHOOK_RETRY_CAP_S": "3",
 }

@@ -56,14 +56,15 @@ def _run_and_check(config: scenario.ChaosConfig, capsys: pytest.CaptureFixture[s
 @pytest.mark.skipif(not ON_POSTGRES, reason="runs when LIPWA_TEST_DATABASE_URL is PostgreSQL")
 def test_chaos_postgres(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = ChaosDatabase.for_postgres(TEST_URL)
-    restart = PgRestart.choose(db.url)
+    restart: PgRestart | None = None
     try:
+        restart = PgRestart.choose(db.url)
         config = scenario.ChaosConfig(
             backend="postgres",
             database_url=db.url,
             payments=_int_env("LIPWA_CHAOS_PAYMENTS", POSTGRES_PAYMENTS),
             seed=_int_env("LIPWA_CHAOS_SEED", 20240601),
-            concurrency=_int_env("LIPWA_CHAOS_CONCURRENCY", 24),
+            concurrency=_int_env("LIPWA_CHAOS_CONCURRENCY", 16),
             api_processes=2,
             worker_processes=2,
             log_dir=tmp_path / "logs",
@@ -73,7 +74,8 @@ def test_chaos_postgres(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         )
         _run_and_check(config, capsys)
     finally:
-        restart.ensure_up()
+        if restart is not None:
+            restart.ensure_up()  # PostgreSQL is always left running
         if not os.environ.get("LIPWA_CHAOS_KEEP_DB"):
             db.drop()
 

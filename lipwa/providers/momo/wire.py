@@ -6,13 +6,13 @@ Pure functions, no I/O. Facts: ../shared/providers/momo.md §3, §4, §6.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from lipwa.domain.codes import FAILED, SUCCEEDED, momo_reason_parts, momo_result
 from lipwa.providers.base import ProviderReport, ReportState
+from lipwa.providers.scrub import scrub as _scrub
 
 TOKEN_PATH: Final = "/{product}/token/"
 REQUEST_TO_PAY_PATH: Final = "/collection/v1_0/requesttopay"
@@ -100,16 +100,9 @@ def parse_error(body: object) -> MomoError | None:
     return MomoError(code.strip() or None if code else None, message)
 
 
-# Long opaque runs (tokens, keys, JWT segments) never belong in a message we pass on.
-_OPAQUE: Final = re.compile(r"\b[A-Za-z0-9+/]{24,}={0,2}")
-
-
 def scrub(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= 4:
-            text = text.replace(secret, "[REDACTED]")
-    text = _OPAQUE.sub("[REDACTED]", text)  # backstop: a token from some other call
-    return " ".join(text.split())[:ERROR_MESSAGE_MAX]
+    """Cut ``text`` and replace any secret in it (providers echo tokens in some errors)."""
+    return _scrub(text, secrets, ERROR_MESSAGE_MAX)
 
 
 _STATES = {

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
 from lipwa.providers.mpesa.credentials import TILL, MpesaCredentials
+from lipwa.providers.scrub import scrub as _scrub
 
 # Kenya has no daylight saving time: a fixed offset is exact and needs no tz database.
 KENYA_TZ: Final = timezone(timedelta(hours=3), "EAT")
@@ -129,17 +129,9 @@ def is_invalid_token(error: DarajaError | None, http_status: int) -> bool:
     )
 
 
-# Long opaque runs (tokens, keys, JWT segments) never belong in a message we pass on.
-_OPAQUE: Final = re.compile(r"\b[A-Za-z0-9+/]{24,}={0,2}")
-
-
 def scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """Cut ``text`` and replace any secret in it (Daraja echoes tokens in some errors)."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= 4:
-            text = text.replace(secret, "[REDACTED]")
-    text = _OPAQUE.sub("[REDACTED]", text)  # backstop: a token from some other call
-    return " ".join(text.split())[:MESSAGE_MAX]
+    """Cut ``text`` and replace any secret in it (providers echo tokens in some errors)."""
+    return _scrub(text, secrets, MESSAGE_MAX)
 
 
 @dataclass(frozen=True)
