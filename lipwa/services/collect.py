@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +31,9 @@ from lipwa.domain.phones import Network, Phone, normalise_phone, provider_for_ne
 from lipwa.domain.states import PaymentStatus
 from lipwa.errors import ApiError, invalid
 from lipwa.providers.base import SendOutcome, SendResult
+from lipwa.services import idempotency
 from lipwa.services.accounts import Caller, callback_base
+from lipwa.services.idempotency import Outcome, request_hash
 from lipwa.services.providers import ProviderRegistry
 from lipwa.services.transitions import Change, add_event, apply, payment_view
 from lipwa.store.tables import IdempotencyKey, Merchant, Payment, ProviderAccount
@@ -44,6 +44,7 @@ log = structlog.get_logger("lipwa.collect")
 MPESA_ACCOUNT_REFERENCE_MAX = 12
 MPESA_DESCRIPTION_MAX = 13
 MOMO_MESSAGE_MAX = 160
+METHOD_PATH = "POST /v1/payments"
 COUNTRY_FOR_CURRENCY = {"KES": "KE", "RWF": "RW", "UGX": "UG"}
 
 
@@ -64,13 +65,6 @@ class PaymentIn(BaseModel):
         None, min_length=2, max_length=2, description="Country for local numbers (07…)."
     )
     metadata: dict[str, Any] = Field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    status: int
-    body: dict[str, Any]
-    replayed: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,11 +89,6 @@ class Guard(Protocol):
     ) -> None: ...
 
     async def observe(self, plan: Plan, result: SendResult) -> None: ...
-
-
-def request_hash(body: dict[str, Any]) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class CollectService:
@@ -208,52 +197,31 @@ class CollectService:
         # One transaction validates, runs the guards, claims the key and writes the payment
         # ahead of the provider call; nothing is written when anything refuses.
         async with self._sessions() as session:
-            row = await self._key_row(session, caller, idempotency_key)
-            replay = self._replay_of(row, digest)
+            replay, claimed = await idempotency.lookup(
+                session, caller.merchant_id, idempotency_key, METHOD_PATH, digest
+            )
             if replay is not None:
                 return replay
             payment = plan = None
-            if row is None:  # else: a twin is in flight
+            if not claimed:  # else: a twin is in flight
                 plan = await self._admit(session, caller, data, idempotency_key)
                 if plan is not None:
                     payment = await self._write_ahead(
                         session, caller, data, plan, idempotency_key, digest
                     )
         if payment is None or plan is None:  # a concurrent twin claimed the key first
-            return await self._wait_for_twin(caller, idempotency_key, digest)
+            return await idempotency.wait_for_twin(
+                self._sessions,
+                caller.merchant_id,
+                idempotency_key,
+                METHOD_PATH,
+                digest,
+                self._idempotency_wait_s,
+            )
         result = await self._send(plan, payment)
         for guard in self.guards:
             await guard.observe(plan, result)
         return await self._record(caller, payment, result, idempotency_key)
-
-    async def _key_row(
-        self, session: AsyncSession, caller: Caller, key: str
-    ) -> IdempotencyKey | None:
-        return await session.get(
-            IdempotencyKey, (caller.merchant_id, key), populate_existing=True
-        )
-
-    async def _replay(
-        self, session: AsyncSession, caller: Caller, key: str, digest: str
-    ) -> Outcome | None:
-        return self._replay_of(await self._key_row(session, caller, key), digest)
-
-    @staticmethod
-    def _replay_of(row: IdempotencyKey | None, digest: str) -> Outcome | None:
-        """The stored answer to replay; raises when the key was used with another body."""
-        if row is None:
-            return None
-        if row.request_hash != digest or row.method_path != "POST /v1/payments":
-            raise ApiError(
-                409,
-                "idempotency_error",
-                "idempotency_key_reused",
-                "This Idempotency-Key was used with a different request body",
-                "Idempotency-Key",
-            )
-        if row.state == "done" and row.response_body is not None:
-            return Outcome(row.response_status or 200, row.response_body, replayed=True)
-        return None
 
     async def _admit(
         self, session: AsyncSession, caller: Caller, data: PaymentIn, key: str
@@ -272,25 +240,6 @@ class CollectService:
 
     async def _claimed(self, session: AsyncSession, caller: Caller, key: str) -> bool:
         return await session.get(IdempotencyKey, (caller.merchant_id, key)) is not None
-
-    async def _wait_for_twin(self, caller: Caller, key: str, digest: str) -> Outcome:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._idempotency_wait_s
-        delay = 0.02
-        while loop.time() < deadline:
-            async with self._sessions() as session:
-                replay = await self._replay(session, caller, key, digest)
-            if replay is not None:
-                return replay
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
-        raise ApiError(
-            409,
-            "idempotency_error",
-            "idempotency_in_progress",
-            "A request with this Idempotency-Key is still being processed; retry shortly",
-            "Idempotency-Key",
-        )
 
     async def _write_ahead(
         self,
@@ -333,16 +282,7 @@ class CollectService:
             updated_at=now,
         )
         try:
-            session.add(
-                IdempotencyKey(
-                    merchant_id=caller.merchant_id,
-                    key=key,
-                    method_path="POST /v1/payments",
-                    request_hash=digest,
-                    state="in_progress",
-                    created_at=now,
-                )
-            )
+            idempotency.claim(session, caller.merchant_id, key, METHOD_PATH, digest, now)
             await session.flush()
             session.add(payment)
             await session.flush()
@@ -424,11 +364,7 @@ class CollectService:
             if result.outcome is not SendOutcome.ACCEPTED:  # apply() changed it again
                 await session.refresh(fresh)
             view = payment_view(fresh)
-            await session.execute(
-                update(IdempotencyKey)
-                .where(IdempotencyKey.merchant_id == caller.merchant_id, IdempotencyKey.key == key)
-                .values(state="done", response_status=201, response_body=view)
-            )
+            await idempotency.finish(session, caller.merchant_id, key, 201, view)
         log.info(
             "payment_sent",
             payment_id=payment.id,

@@ -8,6 +8,9 @@ twin that lost the claim waits for the winner's answer instead of acting.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -15,8 +18,32 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lipwa.errors import ApiError
-from lipwa.services.collect import Outcome
 from lipwa.store.tables import IdempotencyKey
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """An answer to a POST: what was (or will be) replayed for its Idempotency-Key."""
+
+    status: int
+    body: dict[str, Any]
+    replayed: bool = False
+
+
+def request_hash(body: dict[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def lookup(
+    session: AsyncSession, merchant_id: str, key: str, method_path: str, digest: str
+) -> tuple[Outcome | None, bool]:
+    """(the stored answer to replay or None, whether the key is claimed at all); 409 if the
+    key was used with another request."""
+    row = await session.get(IdempotencyKey, (merchant_id, key), populate_existing=True)
+    if row is None:
+        return None, False
+    return _answer(row, method_path, digest), True
 
 
 async def replay(
@@ -24,9 +51,10 @@ async def replay(
 ) -> Outcome | None:
     """The stored answer for this key, None if there is none yet; 409 if the key was used
     with another request."""
-    row = await session.get(IdempotencyKey, (merchant_id, key), populate_existing=True)
-    if row is None:
-        return None
+    return (await lookup(session, merchant_id, key, method_path, digest))[0]
+
+
+def _answer(row: IdempotencyKey, method_path: str, digest: str) -> Outcome | None:
     if row.request_hash != digest or row.method_path != method_path:
         raise ApiError(
             409,

@@ -25,7 +25,8 @@ from lipwa.domain.ids import new_id
 from lipwa.domain.money import format_amount, normalise_currency, parse_amount
 from lipwa.errors import invalid, not_found
 from lipwa.services.accounts import ENVIRONMENT_FOR_MODE, Caller
-from lipwa.services.collect import COUNTRY_FOR_CURRENCY, CollectService, Outcome, PaymentIn
+from lipwa.services.collect import COUNTRY_FOR_CURRENCY, CollectService, PaymentIn
+from lipwa.services.idempotency import Outcome
 from lipwa.services.transitions import OPEN_STATUSES
 from lipwa.store.tables import Merchant, Payment, PaymentLink, ProviderAccount
 

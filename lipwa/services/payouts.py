@@ -41,8 +41,9 @@ from lipwa.errors import ApiError, invalid
 from lipwa.providers.base import SendOutcome, SendResult
 from lipwa.services import idempotency
 from lipwa.services.accounts import Caller, callback_base
-from lipwa.services.collect import COUNTRY_FOR_CURRENCY, Outcome, request_hash
+from lipwa.services.collect import COUNTRY_FOR_CURRENCY
 from lipwa.services.flags import FlagCache, switch_refusal
+from lipwa.services.idempotency import Outcome, request_hash
 from lipwa.services.money_states import emit, record_send
 from lipwa.services.money_views import payout_view
 from lipwa.services.providers import ProviderRegistry

@@ -30,8 +30,8 @@ from lipwa.errors import invalid
 from lipwa.providers.base import SendOutcome, SendResult
 from lipwa.services import idempotency
 from lipwa.services.accounts import Caller, callback_base
-from lipwa.services.collect import Outcome, request_hash
 from lipwa.services.flags import FlagCache, switch_refusal
+from lipwa.services.idempotency import Outcome, request_hash
 from lipwa.services.money_states import emit, record_send
 from lipwa.services.money_views import refund_view
 from lipwa.services.payments import get_payment
