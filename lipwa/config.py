@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     # Enable the interactive /docs pages.
     docs: bool = True
     # GET /metrics (Prometheus text): open when unset (it holds no secrets or phone numbers);
-    # when set, scrapers must send "Authorization: Bearer <token>" (docs/going-live.md).
+    # when set, scrapers must send "Authorization: Bearer <token>" (README.md, "Going live").
     metrics_token: SecretStr | None = None
 
     @field_validator("public_url")

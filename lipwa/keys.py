@@ -32,7 +32,7 @@ KNOWN_EXAMPLE_KEYS = frozenset(
         base64.b64encode(b"12345678901234567890123456789012").decode(),
         base64.b64encode(b"changeme" * 4).decode(),
         base64.b64encode(b"your-32-byte-encryption-key-here").decode(),
-        # docs/going-live.md shows this one as an example of the format.
+        # the README shows this one as an example of the format.
         "3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
     }
 )

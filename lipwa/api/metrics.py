@@ -3,7 +3,7 @@
 Open when ``LIPWA_METRICS_TOKEN`` is unset, since the metrics hold no secrets, phone numbers or
 ids (labels are closed sets; routes are templates such as ``/v1/payments/{payment_id}``).
 When it is set, the scraper sends ``Authorization: Bearer <token>``. Each process serves its
-own values: scrape every process (docs/going-live.md).
+own values: scrape every process (README.md, "Going live").
 """
 
 from __future__ import annotations

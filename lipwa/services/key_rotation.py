@@ -7,7 +7,7 @@ resumes where an interrupted one stopped), and swaps each one in its own short t
 conditional on the sealed value it read: a credential change made meanwhile by the API is never
 overwritten; the row is read again and rotated only if it still needs it.
 
-Operator procedure (docs/going-live.md): put the new key first in ``LIPWA_ENCRYPTION_KEYS``
+Operator procedure (README.md, "Going live"): put the new key first in ``LIPWA_ENCRYPTION_KEYS``
 on every process and restart them, run ``lipwa keys rotate``, check ``lipwa keys status`` shows
 no row on the old version, then remove the old key and restart again.
 """

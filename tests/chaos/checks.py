@@ -134,8 +134,8 @@ def _idempotency(
         stored = [r["id"] for r in by_ref.get(reference, [])]
         if [body.get("id")] != stored:
             findings.add(
-                "one payment per Idempotency-Key", f"{row['key']}: answer {body.get('id')}, "
-                f"payments {stored}"
+                "one payment per Idempotency-Key",
+                f"{row['key']}: answer {body.get('id')}, payments {stored}",
             )
     known = {r.spec.reference for r in facts.results}
     for reference in by_ref:
@@ -221,8 +221,9 @@ def _provider_agreement(facts: Facts, findings: Findings) -> None:
                 # Daraja's STK query never carries the receipt (providers/mpesa/client.py); a
                 # callback that reaches Lipwa later brings it (transitions._fill_receipt).
                 if any(_delivered(c) for c in cbs):
-                    findings.add(name, f"{pid}: the callback brought receipt {sim_receipt}, "
-                                       "not kept")
+                    findings.add(
+                        name, f"{pid}: the callback brought receipt {sim_receipt}, not kept"
+                    )
                 else:
                     findings.receipt_by_query.append(pid)
             elif p["receipt"] != sim_receipt:
@@ -364,8 +365,9 @@ def _nothing_lost(facts: Facts, findings: Findings) -> None:
 
 
 # ----- figures for the summary ---------------------------------------------------------------
-def injected_5xx(requests: Sequence[dict[str, Any]], seed: int, faults_off_at: float,
-                 error_pct: float) -> dict[str, int] | None:
+def injected_5xx(
+    requests: Sequence[dict[str, Any]], seed: int, faults_off_at: float, error_pct: float
+) -> dict[str, int] | None:
     """Provider errors the simulator injected, recomputed from its seed and request log
     (its decisions are a pure function of seed and call key), before faults were turned off."""
     if len(requests) >= SIM_REQUEST_LOG_MAX:
@@ -416,9 +418,7 @@ def figures(facts: Facts) -> dict[str, Any]:
             "duplicated": sum(c["duplicate"] for c in callbacks),
             "held_back_reordered": sum(c["held_back"] for c in callbacks),
             "answered_2xx": sum(_delivered(c) for c in callbacks),
-            "not_answered_2xx": sum(
-                (not c["dropped"]) and not _delivered(c) for c in callbacks
-            ),
+            "not_answered_2xx": sum((not c["dropped"]) and not _delivered(c) for c in callbacks),
         },
         "provider_requests": {
             "stk_push": sum(r["path"] == STK_PUSH_PATH for r in requests),

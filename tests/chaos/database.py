@@ -94,8 +94,9 @@ class ChaosDatabase:
         name = f"{database_name(test_url)}_chaos_{os.getpid()}"
         db = cls(with_database(test_url, name), owned=True)
         quoted = _quoted(name)
-        asyncio.run(_admin(test_url, f"DROP DATABASE IF EXISTS {quoted}",
-                           f"CREATE DATABASE {quoted}"))
+        asyncio.run(
+            _admin(test_url, f"DROP DATABASE IF EXISTS {quoted}", f"CREATE DATABASE {quoted}")
+        )
         return db
 
     def _reset_schema(self) -> None:
@@ -139,9 +140,7 @@ def wait_until_connectable(url: str, timeout_s: float = 90.0) -> bool:
 def _local_cluster(url: str) -> list[str] | None:
     """``pg_ctlcluster … restart`` for the local cluster serving ``url``, if we may run it."""
     parts = urlsplit(url)
-    if parts.hostname not in ("127.0.0.1", "localhost", "::1") or not shutil.which(
-        "pg_ctlcluster"
-    ):
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1") or not shutil.which("pg_ctlcluster"):
         return None
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         return None
@@ -195,8 +194,7 @@ class PgRestart:
             subprocess.run(shlex.split(self.command), check=True, timeout=120)
         else:
             assert self.cluster is not None
-            subprocess.run([*self.cluster, "restart"], check=True, timeout=120,
-                           capture_output=True)
+            subprocess.run([*self.cluster, "restart"], check=True, timeout=120, capture_output=True)
         if not wait_until_connectable(self.url):
             raise RuntimeError("PostgreSQL did not come back within 90 s")
         self.down_s = time.monotonic() - started
@@ -222,8 +220,9 @@ class PgRestart:
         """Whatever happened, leave PostgreSQL running and the database open."""
         if self.mode == "cluster" and self.cluster is not None:
             if not wait_until_connectable(self.url, timeout_s=5):
-                subprocess.run([*self.cluster, "start"], check=False, timeout=120,
-                               capture_output=True)
+                subprocess.run(
+                    [*self.cluster, "start"], check=False, timeout=120, capture_output=True
+                )
                 wait_until_connectable(self.url, timeout_s=60)
         elif self.mode == "terminate":
             quoted = _quoted(database_name(self.url))

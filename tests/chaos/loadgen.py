@@ -160,7 +160,6 @@ class LoadGenerator:
         headers = {"Authorization": f"Bearer {self.api_key}"}
         self.started_at = time.monotonic()
         async with httpx.AsyncClient(headers=headers, limits=limits) as client:
-
             stop_at = self.started_at + self.budget_s
 
             async def worker() -> None:

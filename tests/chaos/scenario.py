@@ -158,9 +158,17 @@ class Cluster:
             "--reorder": FAULTS["callback_reorder_pct"],
             "--errors": FAULTS["error_pct"],
         }
-        args = lipwa_args("simulate", "--port", str(self.sim_port), "--seed", str(self.config.seed),
-                          "--prompt-seconds", str(PROMPT_SECONDS),
-                          "--momo-callback-host", "127.0.0.1")
+        args = lipwa_args(
+            "simulate",
+            "--port",
+            str(self.sim_port),
+            "--seed",
+            str(self.config.seed),
+            "--prompt-seconds",
+            str(PROMPT_SECONDS),
+            "--momo-callback-host",
+            "127.0.0.1",
+        )
         for flag, value in flags.items():
             args += [flag, str(value)]
         self.simulator = Proc("simulator", args, env={}, log_dir=self.config.log_dir)
@@ -266,8 +274,9 @@ def collect(config: ChaosConfig, c: Cluster, results: list[PaymentResult]) -> ch
     for r in requests:  # headers are large and only the reference id is needed
         r["headers"] = {"x-reference-id": r["headers"].get("x-reference-id")}
     receiver = httpx.get(f"{c.receiver_url}/state", timeout=60).json()
-    events = database.rows(url, "SELECT id, type, resource_id, created_at, data FROM events "
-                                "ORDER BY created_at, id")
+    events = database.rows(
+        url, "SELECT id, type, resource_id, created_at, data FROM events ORDER BY created_at, id"
+    )
     for e in events:
         if isinstance(e["data"], str):
             e["data"] = json.loads(e["data"])
@@ -281,10 +290,12 @@ def collect(config: ChaosConfig, c: Cluster, results: list[PaymentResult]) -> ch
         ),
         events=events,
         deliveries=database.rows(url, "SELECT event_id, status, attempts FROM webhook_deliveries"),
-        webhook_attempts=int(database.rows(url, "SELECT count(*) AS n FROM webhook_attempts")[0]
-                             ["n"]),
-        inbound=database.rows(url, "SELECT id, kind, payment_id, outcome, detail, processed_at "
-                                   "FROM inbound_callbacks"),
+        webhook_attempts=int(
+            database.rows(url, "SELECT count(*) AS n FROM webhook_attempts")[0]["n"]
+        ),
+        inbound=database.rows(
+            url, "SELECT id, kind, payment_id, outcome, detail, processed_at FROM inbound_callbacks"
+        ),
         anomalies=database.rows(url, "SELECT payment_id, kind FROM anomalies"),
         idempotency=database.rows(
             url, "SELECT key, state, response_status, response_body FROM idempotency_keys"
@@ -296,8 +307,12 @@ def collect(config: ChaosConfig, c: Cluster, results: list[PaymentResult]) -> ch
     )
     dump = {k: v for k, v in vars(facts).items() if k not in ("results", "sim_requests")}
     dump["results"] = [
-        {**vars(r.spec), "payment_ids": sorted(r.payment_ids), "statuses": r.statuses,
-         "abandoned": r.abandoned}
+        {
+            **vars(r.spec),
+            "payment_ids": sorted(r.payment_ids),
+            "statuses": r.statuses,
+            "abandoned": r.abandoned,
+        }
         for r in results
     ]
     (config.log_dir / "facts.json").write_text(json.dumps(dump, default=str))
@@ -342,8 +357,7 @@ def run(config: ChaosConfig) -> ChaosRun:
         c.start_receiver(_create_endpoint(c.api_urls[0], api_key, c.receiver_url))
         for i in range(config.worker_processes):
             c.start_worker(i)
-        _wait_heartbeats(config.database_url, config.worker_processes or 1,
-                         c.workers or c.apis)
+        _wait_heartbeats(config.database_url, config.worker_processes or 1, c.workers or c.apis)
         timings.mark("setup")
 
         killed = ""
@@ -383,8 +397,9 @@ def run(config: ChaosConfig) -> ChaosRun:
         timings.mark("drain")
         facts = collect(config, c, results)
         timings.mark("collect")
-    injected = checks.injected_5xx(facts.sim_requests, config.seed, faults_off_at,
-                                   FAULTS["error_pct"])
+    injected = checks.injected_5xx(
+        facts.sim_requests, config.seed, faults_off_at, FAULTS["error_pct"]
+    )
     return ChaosRun(
         config=config,
         facts=facts,

@@ -92,6 +92,6 @@ def test_chaos_sqlite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         worker_processes=0,
         log_dir=tmp_path / "logs",
         load_budget_s=40.0,
-        drain_timeout_s=40.0,
+        drain_timeout_s=45.0,
     )
     _run_and_check(config, capsys)
