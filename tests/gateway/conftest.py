@@ -49,7 +49,7 @@ def _reset_postgres(url: str) -> None:
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     from lipwa.store.migrate import upgrade
 
-    url = os.environ.get("LIPWA_TEST_DATABASE_URL")
+    url = os.environ.get("LIPWA_TEST_DATABASE_URL") or None
     if url is None:
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'lipwa.db'}"
     elif url.startswith("postgresql"):
