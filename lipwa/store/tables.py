@@ -114,6 +114,8 @@ class Payment(Base):
         Index("ix_payments_merchant_reference", "merchant_id", "reference"),
         Index("ix_payments_due", "next_check_at"),
         Index("ix_payments_merchant_phone_created", "merchant_id", "phone", "created_at"),
+        Index("ix_payments_account_created", "account_id", "created_at"),
+        Index("ix_payments_status_created", "status", "created_at"),
         UniqueConstraint("account_id", "provider_ref", name="uq_payments_account_provider_ref"),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -125,7 +127,8 @@ class Payment(Base):
     status: Mapped[str] = mapped_column(String(16))
     amount: Mapped[Decimal]
     currency: Mapped[str] = mapped_column(String(3))
-    phone: Mapped[str] = mapped_column(String(20))  # digits with country code
+    # Digits with country code; C2B payers arrive masked ("2547 ***** 126") or hashed.
+    phone: Mapped[str] = mapped_column(String(64))
     network: Mapped[str] = mapped_column(String(20))
     reference: Mapped[str] = mapped_column(String(100))
     description: Mapped[str] = mapped_column(String(255), default="")
@@ -172,6 +175,7 @@ class InboundCallback(Base):
     """Every request that reached a callback URL, stored raw before it is answered."""
 
     __tablename__ = "inbound_callbacks"
+    __table_args__ = (Index("ix_inbound_callbacks_kind_processed", "kind", "processed_at"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     account_id: Mapped[str | None] = mapped_column(String(40), index=True)
     payment_id: Mapped[str | None] = mapped_column(String(40), index=True)
@@ -276,7 +280,11 @@ class Flag(Base):
 
 class AuditEntry(Base):
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_at", "at"),)
+    __table_args__ = (
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_action_at", "action", "at"),
+        Index("ix_audit_log_target_at", "target", "at"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime]
     actor: Mapped[str] = mapped_column(String(100))
@@ -377,6 +385,9 @@ class BalanceSnapshot(Base):
     """A provider balance answer (M-Pesa's arrives asynchronously at the result URL)."""
 
     __tablename__ = "balance_snapshots"
+    __table_args__ = (
+        Index("ix_balance_snapshots_account_status", "account_id", "status", "received_at"),
+    )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("provider_accounts.id"), index=True)
@@ -403,10 +414,12 @@ class ReconciliationRun(Base):
 
 class ReconciliationItem(Base):
     __tablename__ = "reconciliation_items"
+    __table_args__ = (Index("ix_reconciliation_items_run_kind", "run_id", "kind", "id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("reconciliation_runs.id"), index=True)
-    # matched | missing_in_lipwa | missing_at_provider | amount_mismatch | party_mismatch |
-    # unknown_resolved
+    # matched | unknown_resolved | missing_at_provider | paid_but_failed | amount_mismatch |
+    # party_mismatch | missing_in_lipwa | unknown_unpaid_suspected | failed_confirmed |
+    # out_of_range | ignored (see lipwa.reconcile)
     kind: Mapped[str] = mapped_column(String(32))
     payment_id: Mapped[str | None] = mapped_column(String(40), index=True)
     receipt: Mapped[str | None] = mapped_column(String(64))

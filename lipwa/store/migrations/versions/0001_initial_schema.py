@@ -30,8 +30,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_log")),
     )
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
+        batch_op.create_index("ix_audit_log_action_at", ["action", "at"], unique=False)
         batch_op.create_index("ix_audit_log_at", ["at"], unique=False)
         batch_op.create_index(batch_op.f("ix_audit_log_merchant_id"), ["merchant_id"], unique=False)
+        batch_op.create_index("ix_audit_log_target_at", ["target", "at"], unique=False)
 
     op.create_table(
         "flags",
@@ -63,6 +65,9 @@ def upgrade() -> None:
     with op.batch_alter_table("inbound_callbacks", schema=None) as batch_op:
         batch_op.create_index(
             batch_op.f("ix_inbound_callbacks_account_id"), ["account_id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_inbound_callbacks_kind_processed", ["kind", "processed_at"], unique=False
         )
         batch_op.create_index(
             batch_op.f("ix_inbound_callbacks_payment_id"), ["payment_id"], unique=False
@@ -262,6 +267,11 @@ def upgrade() -> None:
             batch_op.f("ix_balance_snapshots_account_id"), ["account_id"], unique=False
         )
         batch_op.create_index(
+            "ix_balance_snapshots_account_status",
+            ["account_id", "status", "received_at"],
+            unique=False,
+        )
+        batch_op.create_index(
             batch_op.f("ix_balance_snapshots_merchant_id"), ["merchant_id"], unique=False
         )
         batch_op.create_index(
@@ -279,7 +289,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("amount", sa.Numeric(precision=20, scale=4), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
-        sa.Column("phone", sa.String(length=20), nullable=False),
+        sa.Column("phone", sa.String(length=64), nullable=False),
         sa.Column("network", sa.String(length=20), nullable=False),
         sa.Column("reference", sa.String(length=100), nullable=False),
         sa.Column("description", sa.String(length=255), nullable=False),
@@ -315,6 +325,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("account_id", "provider_ref", name="uq_payments_account_provider_ref"),
     )
     with op.batch_alter_table("payments", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_payments_account_created", ["account_id", "created_at"], unique=False
+        )
         batch_op.create_index(batch_op.f("ix_payments_account_id"), ["account_id"], unique=False)
         batch_op.create_index("ix_payments_due", ["next_check_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_payments_link_id"), ["link_id"], unique=False)
@@ -329,6 +342,7 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_payments_merchant_reference", ["merchant_id", "reference"], unique=False
         )
+        batch_op.create_index("ix_payments_status_created", ["status", "created_at"], unique=False)
 
     op.create_table(
         "payouts",
@@ -478,6 +492,9 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_reconciliation_items_run_id"), ["run_id"], unique=False
         )
+        batch_op.create_index(
+            "ix_reconciliation_items_run_kind", ["run_id", "kind", "id"], unique=False
+        )
 
     op.create_table(
         "refunds",
@@ -560,6 +577,7 @@ def downgrade() -> None:
 
     op.drop_table("refunds")
     with op.batch_alter_table("reconciliation_items", schema=None) as batch_op:
+        batch_op.drop_index("ix_reconciliation_items_run_kind")
         batch_op.drop_index(batch_op.f("ix_reconciliation_items_run_id"))
         batch_op.drop_index(batch_op.f("ix_reconciliation_items_payment_id"))
 
@@ -583,17 +601,20 @@ def downgrade() -> None:
 
     op.drop_table("payouts")
     with op.batch_alter_table("payments", schema=None) as batch_op:
+        batch_op.drop_index("ix_payments_status_created")
         batch_op.drop_index("ix_payments_merchant_reference")
         batch_op.drop_index("ix_payments_merchant_phone_created")
         batch_op.drop_index("ix_payments_merchant_created")
         batch_op.drop_index(batch_op.f("ix_payments_link_id"))
         batch_op.drop_index("ix_payments_due")
         batch_op.drop_index(batch_op.f("ix_payments_account_id"))
+        batch_op.drop_index("ix_payments_account_created")
 
     op.drop_table("payments")
     with op.batch_alter_table("balance_snapshots", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_balance_snapshots_provider_ref"))
         batch_op.drop_index(batch_op.f("ix_balance_snapshots_merchant_id"))
+        batch_op.drop_index("ix_balance_snapshots_account_status")
         batch_op.drop_index(batch_op.f("ix_balance_snapshots_account_id"))
 
     op.drop_table("balance_snapshots")
@@ -628,13 +649,16 @@ def downgrade() -> None:
     op.drop_table("merchants")
     with op.batch_alter_table("inbound_callbacks", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_inbound_callbacks_payment_id"))
+        batch_op.drop_index("ix_inbound_callbacks_kind_processed")
         batch_op.drop_index(batch_op.f("ix_inbound_callbacks_account_id"))
 
     op.drop_table("inbound_callbacks")
     op.drop_table("flags")
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
+        batch_op.drop_index("ix_audit_log_target_at")
         batch_op.drop_index(batch_op.f("ix_audit_log_merchant_id"))
         batch_op.drop_index("ix_audit_log_at")
+        batch_op.drop_index("ix_audit_log_action_at")
 
     op.drop_table("audit_log")
     # ### end Alembic commands ###
