@@ -28,6 +28,10 @@ class Settings(BaseSettings):
         None, description="Key ring 'v2:<base64 32 bytes>,v1:<…>'; the first key encrypts."
     )
     redis_url: str | None = None
+    # PostgreSQL connections per process: at most pool + overflow. Keep the sum over every
+    # API and worker process under the server's max_connections (100 by default).
+    db_pool_size: int = Field(10, ge=1)
+    db_max_overflow: int = Field(5, ge=0)
     # Processes: "api", "worker" or "all" (API and worker in one process: the embedded default).
     role: str = "all"
     log_level: str = "INFO"

@@ -64,7 +64,11 @@ class Container:
     @classmethod
     def build(cls, settings: Settings) -> Container:
         vault = load_vault(settings)
-        engine = make_engine(settings.database_url)
+        engine = make_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+        )
         sessions = make_sessionmaker(engine)
         http = httpx.AsyncClient(
             timeout=httpx.Timeout(
@@ -100,6 +104,7 @@ class Container:
                 settings.public_url,
                 first_check_after_s=settings.first_check_after_s,
                 idempotency_wait_s=settings.idempotency_wait_s,
+                abandoned_after_s=settings.stale_send_after_s,
                 guards=payment_guards(settings, flags, rate_limits, before_budget=[circuits]),
                 prefix_overrides=settings.prefix_overrides,
             ),

@@ -11,10 +11,11 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
+import stamina
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lipwa.clock import utcnow
@@ -100,6 +101,7 @@ class CollectService:
         first_check_after_s: float = 20.0,
         idempotency_wait_s: float = 15.0,
         guards: Sequence[Guard] = (),
+        abandoned_after_s: float = 60.0,
         prefix_overrides: Mapping[str, Network] | None = None,
     ) -> None:
         self._sessions = sessions
@@ -108,6 +110,7 @@ class CollectService:
         self._registry = registry
         self._public_url = public_url
         self._first_check = timedelta(seconds=first_check_after_s)
+        self._abandoned_after = timedelta(seconds=abandoned_after_s)
         self._idempotency_wait_s = idempotency_wait_s
         self._in_flight: dict[tuple[str, str], asyncio.Event] = {}
 
@@ -203,13 +206,17 @@ class CollectService:
             if replay is not None:
                 return replay
             payment = plan = None
-            if not claimed:  # else: a twin is in flight
+            if claimed:
+                abandoned = await self._abandoned_answer(session, caller, idempotency_key)
+                if abandoned is not None:
+                    return abandoned
+            else:
                 plan = await self._admit(session, caller, data, idempotency_key)
                 if plan is not None:
                     payment = await self._write_ahead(
                         session, caller, data, plan, idempotency_key, digest
                     )
-        if payment is None or plan is None:  # a concurrent twin claimed the key first
+        if payment is None or plan is None:  # a twin holds the key: wait for its answer
             return await idempotency.wait_for_twin(
                 self._sessions,
                 caller.merchant_id,
@@ -237,6 +244,22 @@ class CollectService:
                 return None
             raise
         return plan
+
+    async def _abandoned_answer(
+        self, session: AsyncSession, caller: Caller, key: str
+    ) -> Outcome | None:
+        """The payment as it stands when the request that wrote it ahead died before storing
+        its answer (it will never come): the retry learns the payment id, never a 2nd charge."""
+        older_than = utcnow() - self._abandoned_after
+        payment_id = await idempotency.abandoned_resource(
+            session, caller.merchant_id, key, older_than
+        )
+        if payment_id is None:
+            return None
+        payment = await session.get(Payment, payment_id, populate_existing=True)
+        if payment is None or payment.merchant_id != caller.merchant_id:
+            return None
+        return Outcome(201, payment_view(payment), replayed=True)
 
     async def _claimed(self, session: AsyncSession, caller: Caller, key: str) -> bool:
         return await session.get(IdempotencyKey, (caller.merchant_id, key)) is not None
@@ -282,7 +305,9 @@ class CollectService:
             updated_at=now,
         )
         try:
-            idempotency.claim(session, caller.merchant_id, key, METHOD_PATH, digest, now)
+            idempotency.claim(
+                session, caller.merchant_id, key, METHOD_PATH, digest, now, resource_id=payment.id
+            )
             await session.flush()
             session.add(payment)
             await session.flush()
@@ -320,6 +345,19 @@ class CollectService:
             return SendResult(SendOutcome.AMBIGUOUS, error_message=type(exc).__name__)
 
     async def _record(
+        self, caller: Caller, payment: Payment, result: SendResult, key: str
+    ) -> Outcome:
+        """Store what the provider said. Retried through a database blip (a restart): losing
+        this write would lose the CheckoutRequestID and leave the payment unknown. Every step
+        in it is idempotent, so running it twice is safe."""
+        async for attempt in stamina.retry_context(
+            on=(DBAPIError, OSError), attempts=6, timeout=20.0, wait_initial=0.2, wait_max=3.0
+        ):
+            with attempt:
+                return await self._record_once(caller, payment, result, key)
+        raise AssertionError("unreachable: stamina returns or raises")
+
+    async def _record_once(
         self, caller: Caller, payment: Payment, result: SendResult, key: str
     ) -> Outcome:
         now = utcnow()

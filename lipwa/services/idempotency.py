@@ -75,6 +75,7 @@ def claim(
     method_path: str,
     digest: str,
     now: datetime,
+    resource_id: str | None = None,
 ) -> None:
     """Add the key row (flush it to detect a twin: IntegrityError)."""
     session.add(
@@ -84,9 +85,21 @@ def claim(
             method_path=method_path,
             request_hash=digest,
             state="in_progress",
+            resource_id=resource_id,
             created_at=now,
         )
     )
+
+
+async def abandoned_resource(
+    session: AsyncSession, merchant_id: str, key: str, older_than: datetime
+) -> str | None:
+    """The resource of a claim still in progress since before ``older_than`` — its process
+    died between writing ahead and storing the answer — or None."""
+    row = await session.get(IdempotencyKey, (merchant_id, key), populate_existing=True)
+    if row is None or row.state == "done" or row.created_at > older_than:
+        return None
+    return row.resource_id
 
 
 async def finish(

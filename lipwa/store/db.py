@@ -13,12 +13,20 @@ def is_sqlite_url(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def make_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int | None = None) -> AsyncEngine:
+    """An engine; on PostgreSQL at most ``pool_size + max_overflow`` connections (size the sum
+    of every process's pools below the server's ``max_connections``)."""
     if is_sqlite_url(url):
         engine = create_async_engine(url, connect_args={"timeout": 30})
         _serialise_sqlite_writes(engine)
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
+        # A connection dropped by a database restart is replaced instead of failing a request.
+        pool_pre_ping=True,
+    )
 
 
 def _serialise_sqlite_writes(engine: AsyncEngine) -> None:

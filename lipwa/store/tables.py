@@ -168,6 +168,9 @@ class IdempotencyKey(Base):
     state: Mapped[str] = mapped_column(String(16))  # in_progress | done
     response_status: Mapped[int | None]
     response_body: Mapped[dict[str, Any] | None]
+    # What the request wrote ahead (a payment id): if the process dies before the answer is
+    # stored, a retry is shown that resource as it stands instead of waiting for ever.
+    resource_id: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime]
 
 

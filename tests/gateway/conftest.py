@@ -251,6 +251,25 @@ def db_rows(database_url: str, sql: str, **params: Any) -> list[dict[str, Any]]:
     return asyncio.run(run())
 
 
+def db_execute(database_url: str, sql: str, **params: Any) -> None:
+    """Run one write against the test database (to stage states a crash would leave)."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    from lipwa.store.db import make_engine
+
+    async def run() -> None:
+        engine = make_engine(database_url, pool_size=1)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text(sql), params)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
 def events_for(merchant: Merchant, payment_id: str) -> list[str]:
     with merchant.client() as c:
         data = c.get("/v1/events", params={"resource_id": payment_id, "limit": 100}).json()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -297,3 +298,28 @@ def test_requests_without_a_valid_key_are_refused(gateway: Any) -> None:
         bad = c.get("/v1/payments", headers={"Authorization": "Bearer lw_test_nope"})
         assert bad.status_code == 401
         assert bad.json()["error"]["type"] == "authentication_error"
+
+
+def test_a_key_whose_request_died_answers_with_its_payment(
+    merchant: Merchant, database_url: str, sim_url: str
+) -> None:
+    """The process died between writing the payment ahead and storing the answer: a retry
+    must learn the payment as it stands (never a second charge, never an endless 409)."""
+    from tests.gateway.conftest import db_execute
+
+    key = str(uuid.uuid4())
+    first = merchant.pay(amount="10", currency="KES", phone="0708374149", idempotency_key=key)
+    payment_id = first.json()["id"]
+    db_execute(
+        database_url,
+        "UPDATE idempotency_keys SET state = 'in_progress', response_status = NULL, "
+        "response_body = NULL, created_at = :old WHERE key = :key",
+        old=datetime.now(UTC) - timedelta(hours=1),
+        key=f"test:{key}",
+    )
+    pushes = len(stk_pushes(sim_url))
+    again = merchant.pay(amount="10", currency="KES", phone="0708374149", idempotency_key=key)
+    assert again.status_code == 201
+    assert again.json()["id"] == payment_id
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert len(stk_pushes(sim_url)) == pushes
