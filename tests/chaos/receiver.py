@@ -97,6 +97,10 @@ class Receiver:
         more = True
         while more:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                # The sender died mid-request (a SIGKILLed worker): no complete request was
+                # made, so there is nothing to verify or count — as with any real receiver.
+                return
             chunks.append(message.get("body", b""))
             more = bool(message.get("more_body", False))
         path: str = scope["path"]
