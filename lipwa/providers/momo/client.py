@@ -8,16 +8,13 @@ is spent without a definite answer is the result AMBIGUOUS.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import stamina
 
-from lipwa import __version__
 from lipwa.domain.codes import momo_result
 from lipwa.providers.base import (
     ProviderReport,
@@ -25,6 +22,19 @@ from lipwa.providers.base import (
     ReportState,
     SendOutcome,
     SendResult,
+)
+from lipwa.providers.http import (
+    USER_AGENT,
+    NoAnswer,
+    ProviderHttp,
+    TokenError,
+    basic_auth,
+    expires_in,
+    fingerprint,
+    no_answer,
+    token_refused,
+    token_unreachable,
+    unanswered,
 )
 from lipwa.providers.momo import account, disbursement, wire
 from lipwa.providers.momo.callbacks import parse_momo_callback
@@ -49,18 +59,13 @@ __all__ = [
     "parse_momo_callback",
 ]
 
-# MTN's new gateway answers HTML 403 to a python-requests User-Agent: always send our own.
-USER_AGENT = f"lipwa/{__version__}"
+# MTN's new gateway answers HTML 403 to a python-requests User-Agent: always send our own
+# (USER_AGENT, re-exported from lipwa.providers.http).
 DEFAULT_TOKEN_TTL = 3600.0
 
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
-
-
-class _TokenError(Exception):
-    def __init__(self, failure: QueryFailure, transient: bool) -> None:
-        super().__init__(failure.error_message)
-        self.failure = failure
-        self.transient = transient
+# The shared plumbing under this module's old private names.
+_TokenError = TokenError
+_NoAnswer = NoAnswer
 
 
 class _Retry(Exception):
@@ -73,13 +78,6 @@ class _Retry(Exception):
 
 
 @dataclass(frozen=True)
-class _NoAnswer:
-    sent: bool  # False: failed before the request left (connect error); True: may have arrived
-    error_code: str
-    message: str
-
-
-@dataclass(frozen=True)
 class _Answer:
     status: int
     body: Any
@@ -87,7 +85,7 @@ class _Answer:
     sent_secrets: tuple[str, ...] = ()  # tokens sent, to scrub from any text
 
 
-class MomoClient:
+class MomoClient(ProviderHttp):
     """MoMo Collection for one merchant's API user (its own keys and cached token)."""
 
     def __init__(
@@ -106,29 +104,26 @@ class MomoClient:
         retry_wait_max: float = 3.0,
         user_agent: str = USER_AGENT,
     ) -> None:
-        self.account_key = account_key
-        self.base_url = base_url.rstrip("/")
+        super().__init__(
+            account_key=account_key,
+            base_url=base_url,
+            http=http,
+            tokens=tokens,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            user_agent=user_agent,
+        )
         self._credentials = credentials
-        self._http = http
-        self._tokens = tokens
-        self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
         self._retry_timeout = retry_timeout
         self._retry_attempts = max(1, retry_attempts)
         self._retry_wait_initial = retry_wait_initial
         self._retry_wait_max = retry_wait_max
-        self._user_agent = user_agent
-        fingerprint = hashlib.sha256(
-            f"{self.base_url}\n{credentials.api_user}\n{credentials.target_environment}".encode()
-        )
-        self._token_key = f"momo:{account_key}:{COLLECTION}:{fingerprint.hexdigest()[:16]}"
+        digest = fingerprint(self.base_url, credentials.api_user, credentials.target_environment)
         # One token per product: a collection token is refused on /disbursement.
         self._token_keys = {
-            product: f"momo:{account_key}:{product}:{fingerprint.hexdigest()[:16]}"
+            product: f"momo:{account_key}:{product}:{digest}"
             for product in (COLLECTION, DISBURSEMENT)
         }
-
-    def __repr__(self) -> str:
-        return f"MomoClient(account_key={self.account_key!r}, base_url={self.base_url!r})"
 
     # ----- public operations -------------------------------------------------------------------
     async def request_to_pay(
@@ -261,12 +256,9 @@ class MomoClient:
     async def _get_status(
         self, path: str, product: str, reference_id: str
     ) -> ProviderReport | QueryFailure:
-        try:
-            answer = await self._call("GET", f"{path}/{reference_id}", product=product)
-        except _TokenError as exc:
-            return exc.failure
-        if isinstance(answer, _NoAnswer):
-            return QueryFailure(answer.error_code, answer.message)
+        answer = await self._read(f"{path}/{reference_id}", product)
+        if isinstance(answer, QueryFailure):
+            return answer
         status, error = answer.status, answer.error
         if status == 200:
             report = wire.status_report(
@@ -283,11 +275,7 @@ class MomoClient:
                 raw_code=error.code,
                 raw_message=error.message,
             )
-        return QueryFailure(
-            (error.code if error else None) or f"http_{status}",
-            (error.message if error else None) or f"MoMo answered HTTP {status}",
-            status,
-        )
+        return self._failure(answer)
 
     async def check_credentials(self) -> QueryFailure | None:
         """Fetch a fresh collection token (bypassing the cache): None when it works."""
@@ -378,33 +366,13 @@ class MomoClient:
         try:
             answer = await self._call("POST", path, json=body, headers=headers, product=product)
         except _TokenError as exc:
-            result = SendResult(
-                SendOutcome.REJECTED,
-                error_code=exc.failure.error_code,
-                error_message=exc.failure.error_message,
-                http_status=exc.failure.http_status,
-                failure_code="provider_unavailable" if exc.transient else "not_allowed",
-                transient=exc.transient,
-            )
+            result = token_refused(exc)
             if exc.transient:
                 raise _Retry(result, maybe_created=False) from None
             return result
         if isinstance(answer, _NoAnswer):
-            if answer.sent:
-                ambiguous = SendResult(
-                    SendOutcome.AMBIGUOUS,
-                    error_code=answer.error_code,
-                    error_message=answer.message,
-                )
-                raise _Retry(ambiguous, maybe_created=True)
-            unsent = SendResult(
-                SendOutcome.REJECTED,
-                error_code=answer.error_code,
-                error_message=answer.message,
-                failure_code="provider_unavailable",
-                transient=True,
-            )
-            raise _Retry(unsent, maybe_created=False)
+            # Sent but unanswered may have created it; a connect error cannot have.
+            raise _Retry(unanswered(answer), maybe_created=answer.sent)
         status, error = answer.status, answer.error
         code = error.code if error else None
         message = (error.message if error else None) or f"MoMo answered HTTP {status}"
@@ -467,7 +435,7 @@ class MomoClient:
         """One product call with the cached token; on 401 refresh the token and retry once."""
         answer: _Answer | _NoAnswer | None = None
         used: list[str] = []  # every token sent: none may come back in a message
-        token_key = self._token_key if product == COLLECTION else self._token_keys[product]
+        token_key = self._token_keys[product]
 
         async def fetch() -> tuple[str, float]:
             return await self._fetch_token(product)
@@ -490,12 +458,8 @@ class MomoClient:
                     },
                     timeout=self._timeout,
                 )
-            except _NOT_SENT as exc:
-                return _NoAnswer(False, "network_error", f"MoMo unreachable ({type(exc).__name__})")
-            except httpx.TimeoutException as exc:
-                return _NoAnswer(True, "timeout", f"no answer from MoMo ({type(exc).__name__})")
             except httpx.RequestError as exc:
-                return _NoAnswer(True, "network_error", f"MoMo call failed ({type(exc).__name__})")
+                return no_answer(exc, "MoMo")
             body = wire.json_body(response.content)
             answer = _Answer(
                 response.status_code, body, self._error(body, tuple(used)), tuple(used)
@@ -512,9 +476,7 @@ class MomoClient:
                 "missing_subscription_key", f"no MoMo {product} subscription key configured"
             )
             raise _TokenError(failure, transient=False)
-        basic = base64.b64encode(
-            f"{self._credentials.api_user}:{self._credentials.api_key}".encode()
-        ).decode("ascii")
+        basic = basic_auth(self._credentials.api_user, self._credentials.api_key)
         try:
             response = await self._http.post(
                 self.base_url + wire.TOKEN_PATH.format(product=product),
@@ -527,20 +489,14 @@ class MomoClient:
                 },
                 timeout=self._timeout,
             )
-        except httpx.TimeoutException as exc:
-            failure = QueryFailure("timeout", f"no answer from MoMo token ({type(exc).__name__})")
-            raise _TokenError(failure, transient=True) from None
         except httpx.RequestError as exc:
-            failure = QueryFailure(
-                "network_error", f"MoMo token endpoint unreachable ({type(exc).__name__})"
-            )
-            raise _TokenError(failure, transient=True) from None
+            raise token_unreachable(exc, "MoMo token", "MoMo token endpoint") from None
         body = wire.json_body(response.content)
         status = response.status_code
         token = body.get("access_token") if isinstance(body, dict) and status == 200 else None
         if isinstance(token, str) and token:
             assert isinstance(body, dict)
-            return token, _expires_in(body.get("expires_in"))
+            return token, expires_in(body.get("expires_in"), DEFAULT_TOKEN_TTL)
         if status == 200:
             failure = QueryFailure("invalid_response", "MoMo token answer without a token", 200)
             raise _TokenError(failure, transient=True)
@@ -579,11 +535,3 @@ def _ambiguous(result: SendResult, reference_id: str) -> SendResult:
         error_message=result.error_message,
         http_status=result.http_status,
     )
-
-
-def _expires_in(value: object) -> float:
-    try:
-        seconds = float(str(value))
-    except ValueError:
-        return DEFAULT_TOKEN_TTL
-    return seconds if 0 < seconds < 10 * DEFAULT_TOKEN_TTL else DEFAULT_TOKEN_TTL

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from lipwa.providers.momo.wire import clean_text, digits
+from lipwa.providers.momo.wire import payment_body
 
 TRANSFER_PATH: Final = "/disbursement/v1_0/transfer"
 REFUND_PATH: Final = "/disbursement/v1_0/refund"
@@ -24,14 +24,15 @@ def transfer_body(
     payer_message: str,
     payee_note: str,
 ) -> dict[str, Any]:
-    return {
-        "amount": str(amount),
-        "currency": currency,
-        "externalId": external_id,
-        "payee": {"partyIdType": "MSISDN", "partyId": digits(msisdn)},
-        "payerMessage": clean_text(payer_message),
-        "payeeNote": clean_text(payee_note),
-    }
+    return payment_body(
+        amount=amount,
+        currency=currency,
+        external_id=external_id,
+        payer_message=payer_message,
+        payee_note=payee_note,
+        party="payee",
+        msisdn=msisdn,
+    )
 
 
 def refund_body(
@@ -43,11 +44,12 @@ def refund_body(
     payer_message: str,
     payee_note: str,
 ) -> dict[str, Any]:
-    return {
-        "amount": str(amount),
-        "currency": currency,
-        "externalId": external_id,
-        "payerMessage": clean_text(payer_message),
-        "payeeNote": clean_text(payee_note),
-        "referenceIdToRefund": reference_id_to_refund,
-    }
+    body = payment_body(
+        amount=amount,
+        currency=currency,
+        external_id=external_id,
+        payer_message=payer_message,
+        payee_note=payee_note,
+    )
+    body["referenceIdToRefund"] = reference_id_to_refund
+    return body

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from lipwa.domain.codes import FAILED, SUCCEEDED, momo_reason_parts, momo_result
 from lipwa.providers.base import ProviderReport, ReportState
 from lipwa.providers.scrub import scrub as _scrub
+from lipwa.providers.values import decimal as _decimal
+from lipwa.providers.values import text as _text
 
 TOKEN_PATH: Final = "/{product}/token/"
 REQUEST_TO_PAY_PATH: Final = "/collection/v1_0/requesttopay"
@@ -47,6 +48,26 @@ def clean_text(text: str) -> str:
     return " ".join(text.translate(_APOSTROPHES).split())[:TEXT_MAX]
 
 
+def payment_body(
+    *,
+    amount: str,
+    currency: str,
+    external_id: str,
+    payer_message: str,
+    payee_note: str,
+    party: str | None = None,
+    msisdn: str = "",
+) -> dict[str, Any]:
+    """The fields request-to-pay, transfer and refund share, in MoMo's documented order;
+    ``party`` ("payer" or "payee") adds the MSISDN party (a refund has none)."""
+    body: dict[str, Any] = {"amount": str(amount), "currency": currency, "externalId": external_id}
+    if party is not None:
+        body[party] = {"partyIdType": "MSISDN", "partyId": digits(msisdn)}
+    body["payerMessage"] = clean_text(payer_message)
+    body["payeeNote"] = clean_text(payee_note)
+    return body
+
+
 def request_to_pay_body(
     *,
     amount: str,
@@ -56,14 +77,15 @@ def request_to_pay_body(
     payer_message: str,
     payee_note: str,
 ) -> dict[str, Any]:
-    return {
-        "amount": str(amount),
-        "currency": currency,
-        "externalId": external_id,
-        "payer": {"partyIdType": "MSISDN", "partyId": digits(msisdn)},
-        "payerMessage": clean_text(payer_message),
-        "payeeNote": clean_text(payee_note),
-    }
+    return payment_body(
+        amount=amount,
+        currency=currency,
+        external_id=external_id,
+        payer_message=payer_message,
+        payee_note=payee_note,
+        party="payer",
+        msisdn=msisdn,
+    )
 
 
 def digits(value: str) -> str:
@@ -147,26 +169,6 @@ def status_report(
         phone=_msisdn(party),
         external_id=_text(body.get("externalId")),
     )
-
-
-def _text(value: object) -> str | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return value.strip() or None
-    return None
-
-
-def _decimal(value: object) -> Decimal | None:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        number = Decimal(str(value).strip())
-    except (InvalidOperation, ValueError):
-        return None
-    return number if number.is_finite() else None
 
 
 def _msisdn(party: object) -> str | None:

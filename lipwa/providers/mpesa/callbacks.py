@@ -9,12 +9,15 @@ an exception.
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from lipwa.domain.codes import SUCCEEDED, mpesa_stk_result
 from lipwa.providers.base import ProviderReport, ReportState
 from lipwa.providers.mpesa.wire import KENYA_TZ
+
+# Shared with momo.wire; results.py imports these two names from here.
+from lipwa.providers.values import decimal as _decimal
+from lipwa.providers.values import text as _text
 
 _STATES = {
     "succeeded": ReportState.SUCCEEDED,
@@ -89,27 +92,6 @@ def _items(metadata: object) -> dict[str, Any]:
         if isinstance(entry, dict) and isinstance(entry.get("Name"), str) and "Value" in entry:
             items.setdefault(entry["Name"], entry["Value"])
     return items
-
-
-def _text(value: object) -> str | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return value.strip() or None
-    return None
-
-
-def _decimal(value: object) -> Decimal | None:
-    """A JSON number or numeric string as Decimal, via ``str`` (``1.0`` stays ``1.0``)."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        number = Decimal(str(value).strip())
-    except (InvalidOperation, ValueError):
-        return None
-    return number if number.is_finite() else None
 
 
 def _phone(value: object) -> str | None:

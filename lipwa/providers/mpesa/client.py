@@ -7,9 +7,7 @@ push whose answer is lost is never re-sent: it is reported AMBIGUOUS.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,7 +15,6 @@ from typing import Any
 
 import httpx
 
-from lipwa import __version__
 from lipwa.domain.codes import mpesa_stk_result, normalise_mpesa_code
 from lipwa.providers.base import (
     ProviderReport,
@@ -25,6 +22,19 @@ from lipwa.providers.base import (
     ReportState,
     SendOutcome,
     SendResult,
+)
+from lipwa.providers.http import (
+    USER_AGENT,
+    NoAnswer,
+    ProviderHttp,
+    TokenError,
+    basic_auth,
+    expires_in,
+    fingerprint,
+    no_answer,
+    token_refused,
+    token_unreachable,
+    unanswered,
 )
 from lipwa.providers.mpesa import balance, c2b, secured, wire
 from lipwa.providers.mpesa.callbacks import parse_stk_callback, report_state
@@ -45,31 +55,15 @@ __all__ = [
     "parse_stk_callback",
 ]
 
-USER_AGENT = f"lipwa/{__version__}"
 DEFAULT_TOKEN_TTL = 3599.0
 
-# Raised before the request left this process: safe to report as "not sent".
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+# The shared plumbing under this module's old private names.
+_TokenError = TokenError
+_NoAnswer = NoAnswer
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-class _TokenError(Exception):
-    def __init__(self, failure: QueryFailure, transient: bool) -> None:
-        super().__init__(failure.error_message)
-        self.failure = failure
-        self.transient = transient
-
-
-@dataclass(frozen=True)
-class _NoAnswer:
-    """The call produced no HTTP answer."""
-
-    sent: bool  # False: failed before the request left (connect error); True: may have arrived
-    error_code: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -80,7 +74,7 @@ class _Answer:
     sent_secrets: tuple[str, ...] = ()  # tokens and passwords sent, to scrub from any text
 
 
-class MpesaClient:
+class MpesaClient(ProviderHttp):
     """Daraja for one merchant account (its own credentials and cached token)."""
 
     def __init__(
@@ -96,21 +90,21 @@ class MpesaClient:
         read_timeout: float = 30.0,
         user_agent: str = USER_AGENT,
     ) -> None:
-        self.account_key = account_key
-        self.base_url = base_url.rstrip("/")
+        super().__init__(
+            account_key=account_key,
+            base_url=base_url,
+            http=http,
+            tokens=tokens,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            user_agent=user_agent,
+        )
         self._credentials = credentials
-        self._http = http
-        self._tokens = tokens
         self._clock = clock
-        self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
-        self._user_agent = user_agent
-        # The key changes with the app's consumer key, so rotated credentials never reuse a
-        # token minted for the old ones.
-        fingerprint = hashlib.sha256(f"{self.base_url}\n{credentials.consumer_key}".encode())
-        self._token_key = f"mpesa:{account_key}:{fingerprint.hexdigest()[:16]}"
-
-    def __repr__(self) -> str:
-        return f"MpesaClient(account_key={self.account_key!r}, base_url={self.base_url!r})"
+        # The key changes with the app's consumer key (see ``fingerprint``).
+        self._token_key = (
+            f"mpesa:{account_key}:{fingerprint(self.base_url, credentials.consumer_key)}"
+        )
 
     # ----- public operations -------------------------------------------------------------------
     async def stk_push(
@@ -133,43 +127,16 @@ class MpesaClient:
                 stamp=stamp,
             )
 
-        try:
-            answer = await self._post(wire.STK_PUSH_PATH, body)
-        except _TokenError as exc:
-            return SendResult(
-                SendOutcome.REJECTED,
-                error_code=exc.failure.error_code,
-                error_message=exc.failure.error_message,
-                http_status=exc.failure.http_status,
-                failure_code="provider_unavailable" if exc.transient else "not_allowed",
-                transient=exc.transient,
-            )
-        if isinstance(answer, _NoAnswer):
-            if answer.sent:
-                return SendResult(
-                    SendOutcome.AMBIGUOUS,
-                    error_code=answer.error_code,
-                    error_message=answer.message,
-                )
-            return SendResult(
-                SendOutcome.REJECTED,
-                error_code=answer.error_code,
-                error_message=answer.message,
-                failure_code="provider_unavailable",
-                transient=True,
-            )
-        return self._read_push_answer(answer)
+        answer = await self._send(wire.STK_PUSH_PATH, body)
+        return answer if isinstance(answer, SendResult) else self._read_push_answer(answer)
 
     async def stk_query(self, checkout_request_id: str) -> ProviderReport | QueryFailure:
         def body(stamp: str) -> dict[str, Any]:
             return wire.stk_query_body(self._credentials, checkout_request_id, stamp=stamp)
 
-        try:
-            answer = await self._post(wire.STK_QUERY_PATH, body)
-        except _TokenError as exc:
-            return exc.failure
-        if isinstance(answer, _NoAnswer):
-            return QueryFailure(answer.error_code, answer.message)
+        answer = await self._ask(wire.STK_QUERY_PATH, body)
+        if isinstance(answer, QueryFailure):
+            return answer
         return self._read_query_answer(checkout_request_id, answer)
 
     async def check_credentials(self) -> QueryFailure | None:
@@ -196,22 +163,21 @@ class MpesaClient:
         """B2C v3 from the account's B2C shortcode. ``originator_conversation_id`` is the
         idempotency key: Daraja refuses a repeat, which is reported ACCEPTED (the first one
         exists; query it, never send again)."""
-        try:
-            initiator = self._initiator(self._credentials.b2c_shortcode)
-        except secured.MissingInitiator as exc:
-            return _not_configured(exc)
-        body = secured.b2c_body(
-            initiator,
-            originator_conversation_id=originator_conversation_id,
-            amount=amount,
-            phone=phone,
-            remarks_text=remarks,
-            occasion=occasion,
-            result_url=result_url,
-            queue_timeout_url=queue_timeout_url,
-            command_id=command_id,
+        return await self._send_secured(
+            secured.B2C_PATH,
+            self._credentials.b2c_shortcode,
+            lambda initiator: secured.b2c_body(
+                initiator,
+                originator_conversation_id=originator_conversation_id,
+                amount=amount,
+                phone=phone,
+                remarks_text=remarks,
+                occasion=occasion,
+                result_url=result_url,
+                queue_timeout_url=queue_timeout_url,
+                command_id=command_id,
+            ),
         )
-        return await self._send_secured(secured.B2C_PATH, body)
 
     async def transaction_status(
         self,
@@ -226,19 +192,18 @@ class MpesaClient:
         """Ask for a transaction's status by receipt or by OriginatorConversationID. Accepted
         is all the answer says: the result arrives at ``result_url``. ``shortcode`` (PartyA)
         defaults to the B2C shortcode."""
-        try:
-            initiator = self._initiator(shortcode or self._credentials.b2c_shortcode)
-        except secured.MissingInitiator as exc:
-            return _not_configured(exc)
-        body = secured.transaction_status_body(
-            initiator,
-            transaction_id=transaction_id,
-            original_conversation_id=original_conversation_id,
-            result_url=result_url,
-            queue_timeout_url=queue_timeout_url,
-            remarks_text=remarks,
+        return await self._send_secured(
+            secured.TRANSACTION_STATUS_PATH,
+            shortcode or self._credentials.b2c_shortcode,
+            lambda initiator: secured.transaction_status_body(
+                initiator,
+                transaction_id=transaction_id,
+                original_conversation_id=original_conversation_id,
+                result_url=result_url,
+                queue_timeout_url=queue_timeout_url,
+                remarks_text=remarks,
+            ),
         )
-        return await self._send_secured(secured.TRANSACTION_STATUS_PATH, body)
 
     async def reversal(
         self,
@@ -252,20 +217,19 @@ class MpesaClient:
     ) -> SendResult:
         """Reverse a received payment (whole transactions; the result comes to ``result_url``;
         a second reversal of the same receipt ends as ``R000001`` already reversed)."""
-        try:
-            initiator = self._initiator(receiver_party)
-        except secured.MissingInitiator as exc:
-            return _not_configured(exc)
-        body = secured.reversal_body(
-            initiator,
-            transaction_id=transaction_id,
-            amount=amount,
-            receiver_party=receiver_party,
-            result_url=result_url,
-            queue_timeout_url=queue_timeout_url,
-            remarks_text=remarks,
+        return await self._send_secured(
+            secured.REVERSAL_PATH,
+            receiver_party,
+            lambda initiator: secured.reversal_body(
+                initiator,
+                transaction_id=transaction_id,
+                amount=amount,
+                receiver_party=receiver_party,
+                result_url=result_url,
+                queue_timeout_url=queue_timeout_url,
+                remarks_text=remarks,
+            ),
         )
-        return await self._send_secured(secured.REVERSAL_PATH, body)
 
     def has_initiator(self, shortcode: str | None = None) -> bool:
         """Whether secured requests can be signed for ``shortcode`` (default: the B2C one);
@@ -288,32 +252,22 @@ class MpesaClient:
         credential = secured.security_credential(c.certificate_pem, c.initiator_password)
         return secured.Initiator(c.initiator_name, credential, shortcode)
 
-    async def _send_secured(self, path: str, body: dict[str, Any]) -> SendResult:
+    async def _send_secured(
+        self,
+        path: str,
+        shortcode: str | None,
+        build: Callable[[secured.Initiator], dict[str, Any]],
+    ) -> SendResult:
+        """Sign as the initiator of ``shortcode``, build the body and send it; an account
+        without an initiator is refused before any call."""
         try:
-            answer = await self._post(path, lambda _stamp: body)
-        except _TokenError as exc:
-            return SendResult(
-                SendOutcome.REJECTED,
-                error_code=exc.failure.error_code,
-                error_message=exc.failure.error_message,
-                http_status=exc.failure.http_status,
-                failure_code="provider_unavailable" if exc.transient else "not_allowed",
-                transient=exc.transient,
-            )
-        if isinstance(answer, _NoAnswer):
-            if answer.sent:
-                return SendResult(
-                    SendOutcome.AMBIGUOUS,
-                    error_code=answer.error_code,
-                    error_message=answer.message,
-                )
-            return SendResult(
-                SendOutcome.REJECTED,
-                error_code=answer.error_code,
-                error_message=answer.message,
-                failure_code="provider_unavailable",
-                transient=True,
-            )
+            initiator = self._initiator(shortcode)
+        except secured.MissingInitiator as exc:
+            return _not_configured(exc)
+        body = build(initiator)
+        answer = await self._send(path, lambda _stamp: body)
+        if isinstance(answer, SendResult):
+            return answer
         if secured.is_duplicate_originator(answer.error):
             assert answer.error is not None
             return SendResult(
@@ -331,23 +285,9 @@ class MpesaClient:
         body, status = answer.body, answer.status
         if not (200 <= status < 300 and body is not None and answer.error is None):
             return self._read_push_answer(answer)
-        code = body.get("ResponseCode")
-        description = self._message(body.get("ResponseDescription"), answer.sent_secrets)
-        if code is None:
-            return SendResult(
-                SendOutcome.AMBIGUOUS,
-                error_message="Daraja answered without a ResponseCode",
-                http_status=status,
-            )
-        raw_code = normalise_mpesa_code(code)
-        if raw_code != "0":
-            return SendResult(
-                SendOutcome.REJECTED,
-                error_code=raw_code,
-                error_message=description,
-                http_status=status,
-                failure_code="rejected_by_provider",
-            )
+        refused = self._response_code_refusal(answer, body)
+        if refused is not None:
+            return refused
         conversation = body.get("ConversationID")
         originator = body.get("OriginatorConversationID")
         return SendResult(
@@ -375,14 +315,9 @@ class MpesaClient:
             confirmation_url=confirmation_url,
             validation_url=validation_url,
         )
-        try:
-            answer = await self._post(c2b.REGISTER_PATH, lambda _stamp: body)
-        except _TokenError as exc:
-            return c2b.Registration(
-                False, code=exc.failure.error_code, message=exc.failure.error_message
-            )
-        if isinstance(answer, _NoAnswer):
-            return c2b.Registration(False, code=answer.error_code, message=answer.message)
+        answer = await self._ask(c2b.REGISTER_PATH, lambda _stamp: body)
+        if isinstance(answer, QueryFailure):
+            return c2b.Registration(False, code=answer.error_code, message=answer.error_message)
         registration = c2b.read_registration(answer.status, answer.body, answer.error)
         return dataclasses.replace(
             registration, message=self._message(registration.message, answer.sent_secrets)
@@ -398,46 +333,51 @@ class MpesaClient:
     ) -> SendResult:
         """Ask for the balances of ``shortcode`` (default: the account's). Accepted is all the
         answer says: the balances arrive at ``result_url`` (``mpesa.balance``)."""
-        try:
-            initiator = self._initiator(shortcode or self._credentials.shortcode)
-        except secured.MissingInitiator as exc:
-            return _not_configured(exc)
-        body = balance.account_balance_body(
-            initiator,
-            result_url=result_url,
-            queue_timeout_url=queue_timeout_url,
-            remarks_text=remarks,
+        return await self._send_secured(
+            balance.ACCOUNT_BALANCE_PATH,
+            shortcode or self._credentials.shortcode,
+            lambda initiator: balance.account_balance_body(
+                initiator,
+                result_url=result_url,
+                queue_timeout_url=queue_timeout_url,
+                remarks_text=remarks,
+            ),
         )
-        return await self._send_secured(balance.ACCOUNT_BALANCE_PATH, body)
 
     # ----- reading answers ---------------------------------------------------------------------
+    def _response_code_refusal(self, answer: _Answer, body: dict[str, Any]) -> SendResult | None:
+        """The ResponseCode check every synchronous acceptance shares: None when it is "0"."""
+        code = body.get("ResponseCode")
+        if code is None:
+            return SendResult(
+                SendOutcome.AMBIGUOUS,
+                error_message="Daraja answered without a ResponseCode",
+                http_status=answer.status,
+            )
+        raw_code = normalise_mpesa_code(code)
+        if raw_code != "0":
+            return SendResult(
+                SendOutcome.REJECTED,
+                error_code=raw_code,
+                error_message=self._message(body.get("ResponseDescription"), answer.sent_secrets),
+                http_status=answer.status,
+                failure_code="rejected_by_provider",
+            )
+        return None
+
     def _read_push_answer(self, answer: _Answer) -> SendResult:
         body, status = answer.body, answer.status
         if 200 <= status < 300 and body is not None and answer.error is None:
-            code = body.get("ResponseCode")
+            refused = self._response_code_refusal(answer, body)
+            if refused is not None:
+                return refused
             checkout_id = body.get("CheckoutRequestID")
             merchant_id = body.get("MerchantRequestID")
-            description = self._message(body.get("ResponseDescription"), answer.sent_secrets)
-            if code is None:
-                return SendResult(
-                    SendOutcome.AMBIGUOUS,
-                    error_message="Daraja answered without a ResponseCode",
-                    http_status=status,
-                )
-            raw_code = normalise_mpesa_code(code)
-            if raw_code != "0":
-                return SendResult(
-                    SendOutcome.REJECTED,
-                    error_code=raw_code,
-                    error_message=description,
-                    http_status=status,
-                    failure_code="rejected_by_provider",
-                )
             if not isinstance(checkout_id, str) or not checkout_id:
                 # Accepted, but we could never match its callback or query it.
                 return SendResult(
                     SendOutcome.AMBIGUOUS,
-                    error_code=raw_code,
+                    error_code="0",  # the accepting ResponseCode
                     error_message="Daraja accepted the push without a CheckoutRequestID",
                     http_status=status,
                 )
@@ -515,6 +455,26 @@ class MpesaClient:
         )
 
     # ----- transport ---------------------------------------------------------------------------
+    async def _send(self, path: str, body: Callable[[str], dict[str, Any]]) -> _Answer | SendResult:
+        """POST a request that acts (push, secured): the answer, or the SendResult for none."""
+        try:
+            answer = await self._post(path, body)
+        except _TokenError as exc:
+            return token_refused(exc)
+        return unanswered(answer) if isinstance(answer, _NoAnswer) else answer
+
+    async def _ask(
+        self, path: str, body: Callable[[str], dict[str, Any]]
+    ) -> _Answer | QueryFailure:
+        """POST a request that only asks (query, registration): the answer, or why none."""
+        try:
+            answer = await self._post(path, body)
+        except _TokenError as exc:
+            return exc.failure
+        if isinstance(answer, _NoAnswer):
+            return QueryFailure(answer.error_code, answer.message)
+        return answer
+
     async def _post(self, path: str, body: Callable[[str], dict[str, Any]]) -> _Answer | _NoAnswer:
         """POST with the cached token; on an invalid-token answer refresh it and retry once."""
         answer: _Answer | _NoAnswer | None = None
@@ -534,16 +494,8 @@ class MpesaClient:
                     },
                     timeout=self._timeout,
                 )
-            except _NOT_SENT as exc:
-                return _NoAnswer(
-                    False, "network_error", f"Daraja unreachable ({type(exc).__name__})"
-                )
-            except httpx.TimeoutException as exc:
-                return _NoAnswer(True, "timeout", f"no answer from Daraja ({type(exc).__name__})")
             except httpx.RequestError as exc:
-                return _NoAnswer(
-                    True, "network_error", f"Daraja call failed ({type(exc).__name__})"
-                )
+                return no_answer(exc, "Daraja")
             parsed = wire.json_object(response.content)
             used += [token, str(payload.get("Password", ""))]
             error = wire.parse_error(parsed)
@@ -557,9 +509,7 @@ class MpesaClient:
         return answer
 
     async def _fetch_token(self) -> tuple[str, float]:
-        basic = base64.b64encode(
-            f"{self._credentials.consumer_key}:{self._credentials.consumer_secret}".encode()
-        ).decode("ascii")
+        basic = basic_auth(self._credentials.consumer_key, self._credentials.consumer_secret)
         try:
             response = await self._http.get(
                 self.base_url + wire.OAUTH_PATH,
@@ -567,19 +517,13 @@ class MpesaClient:
                 headers={"Authorization": f"Basic {basic}", "User-Agent": self._user_agent},
                 timeout=self._timeout,
             )
-        except httpx.TimeoutException as exc:
-            failure = QueryFailure("timeout", f"no answer from Daraja OAuth ({type(exc).__name__})")
-            raise _TokenError(failure, transient=True) from None
         except httpx.RequestError as exc:
-            failure = QueryFailure(
-                "network_error", f"Daraja OAuth unreachable ({type(exc).__name__})"
-            )
-            raise _TokenError(failure, transient=True) from None
+            raise token_unreachable(exc, "Daraja OAuth", "Daraja OAuth") from None
         body = wire.json_object(response.content)
         status = response.status_code
         token = body.get("access_token") if body and status == 200 else None
         if isinstance(token, str) and token:
-            return token, _expires_in(body.get("expires_in") if body else None)
+            return token, expires_in(body.get("expires_in") if body else None, DEFAULT_TOKEN_TTL)
         if status == 200:
             failure = QueryFailure("invalid_response", "Daraja OAuth answered without a token", 200)
             raise _TokenError(failure, transient=True)
@@ -608,12 +552,3 @@ def _not_configured(exc: Exception) -> SendResult:
         error_message=str(exc),
         failure_code="not_allowed",
     )
-
-
-def _expires_in(value: object) -> float:
-    """``expires_in`` arrives as "3599" or 3599; anything odd means the documented 3599."""
-    try:
-        seconds = float(str(value))
-    except ValueError:
-        return DEFAULT_TOKEN_TTL
-    return seconds if 0 < seconds < 10 * DEFAULT_TOKEN_TTL else DEFAULT_TOKEN_TTL
