@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench import gateway, simulator
+from bench import gateway, recovery, simulator
 from bench.common import RESULTS, console, install_signal_handlers, machine_info
 
 
@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="small sizes: a minute or two")
     p.add_argument("--db", default="sqlite,postgres", help="databases of the gateway benchmark")
     p.add_argument("--workers", default="1,2", help="gateway worker counts")
-    p.add_argument("--only", choices=("simulator", "gateway"), help="run just one benchmark")
+    p.add_argument("--only", choices=("simulator", "gateway", "recovery"),
+                   help="run just one benchmark")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = p.parse_args(argv)
 
@@ -54,6 +55,14 @@ def main(argv: list[str] | None = None) -> None:
         gw_config = gateway.config_from(gateway.parser().parse_args(gw_args))
         gateway.report(gw_config, gateway.run(gw_config))
         sections.append((args.out / f"{gateway.NAME}.md").read_text())
+
+    if args.only in (None, "recovery"):
+        rec_args = ["--out", str(args.out)]
+        if args.quick:
+            rec_args += ["--payments", "1000", "--paced-payments", "100", "--workers", "1"]
+        rec_config = recovery.config_from(recovery.parser().parse_args(rec_args))
+        recovery.report(rec_config, recovery.run(rec_config))
+        sections.append((args.out / f"{recovery.NAME}.md").read_text())
 
     summary = write_summary(args.out, sections)
     console.print(f"summary: {summary}")

@@ -56,3 +56,19 @@ def test_gateway_benchmark_writes_rows(tmp_path: Path) -> None:
         assert row["ok"] > 0
         assert row["per_s"] > 0
     assert sum(rows["gateway"]["payments"].values()) >= rows["gateway"]["ok"]
+
+
+def test_recovery_benchmark_drains_a_backlog(tmp_path: Path) -> None:
+    _run(
+        ["bench.recovery", "--db", "sqlite", "--workers", "1", "--payments", "30",
+         "--scenarios", "mixed-unpaced", "--drain-timeout", "30", "--out", str(tmp_path)],
+        timeout_s=60,
+    )
+    result = json.loads((tmp_path / "recovery.json").read_text())
+    (row,) = result["rows"]
+    assert row["database"] == "sqlite"
+    assert row["payments"] == 30
+    assert row["drained"] is True
+    assert row["open_left"] == 0
+    assert row["per_s"] > 0
+    assert (tmp_path / "recovery.md").read_text().startswith("### ")
