@@ -199,7 +199,7 @@ def parser(defaults: SimBenchConfig | None = None) -> argparse.ArgumentParser:
     p.add_argument("--callback-wait", type=float, default=d.callback_wait_s,
                    help="seconds to wait for the last callbacks")
     p.add_argument("--sim-factory", default=d.sim_factory,
-                   help="app factory, e.g. bench.experiments:simulator_bounded_callbacks")
+                   help="simulator app factory (module:function)")
     p.add_argument("--out", type=Path, default=d.out_dir, help="results folder")
     return p
 

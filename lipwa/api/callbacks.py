@@ -24,7 +24,7 @@ async def _receive_and_apply(
     request: Request, c: ContainerDep, token: str, kind: str, payment_id: str
 ) -> None:
     body = await request.body()
-    callback_id = await c.callbacks.receive(
+    stored = await c.callbacks.receive(
         token=token,
         kind=kind,
         payment_id=payment_id,
@@ -34,10 +34,10 @@ async def _receive_and_apply(
         remote_addr=request.client.host if request.client else None,
     )
     try:
-        await c.callbacks.process(callback_id, token)
+        await c.callbacks.process(stored.id, token, stored)
     except Exception:
         # Stored already: the worker applies it later. The provider still gets its 200.
-        log.exception("callback_apply_failed", callback_id=callback_id)
+        log.exception("callback_apply_failed", callback_id=stored.id)
 
 
 @router.post("/{token}/stk/{payment_id}")

@@ -20,7 +20,8 @@ bearer = HTTPBearer(auto_error=False, description="API key `lw_test_…` / `lw_l
 admin_bearer = HTTPBearer(auto_error=False, description="LIPWA_ADMIN_TOKEN", scheme_name="admin")
 
 
-def container(request: Request) -> Container:
+async def container(request: Request) -> Container:
+    # async: FastAPI would run a plain function in its thread pool, a hop on every request.
     found: Container = request.app.state.container
     return found
 

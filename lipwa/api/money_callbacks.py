@@ -21,7 +21,7 @@ DARAJA_ACK = {"ResultCode": 0, "ResultDesc": "Accepted"}
 
 
 async def _receive(request: Request, c: ContainerDep, token: str, kind: str, ident: str) -> None:
-    callback_id = await c.callbacks.receive(
+    stored = await c.callbacks.receive(
         token=token,
         kind=kind,
         payment_id=ident,  # the payout / refund id of the URL
@@ -31,9 +31,9 @@ async def _receive(request: Request, c: ContainerDep, token: str, kind: str, ide
         remote_addr=request.client.host if request.client else None,
     )
     try:
-        await c.money.callbacks.process(callback_id, token)
+        await c.money.callbacks.process(stored.id, token)
     except Exception:
-        log.exception("money_callback_apply_failed", callback_id=callback_id)
+        log.exception("money_callback_apply_failed", callback_id=stored.id)
 
 
 DARAJA_KINDS = ("b2c", "b2c-timeout", "status", "reversal", "reversal-timeout", "reversal-check")

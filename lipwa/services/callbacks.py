@@ -64,8 +64,8 @@ class CallbackService:
         headers: dict[str, str],
         body: bytes,
         remote_addr: str | None,
-    ) -> int:
-        """Persist the raw request (committed before anything else happens); returns its id."""
+    ) -> InboundCallback:
+        """Persist the raw request (committed before anything else happens); returns the row."""
         async with self._sessions() as session, session.begin():
             row = InboundCallback(
                 account_id=None,
@@ -78,16 +78,25 @@ class CallbackService:
                 body=body.decode("utf-8", errors="replace"),
                 remote_addr=remote_addr,
                 received_at=utcnow(),
+                # Set, not left to the database: process() reads them off the returned row.
+                outcome=None,
+                detail=None,
+                processed_at=None,
             )
             session.add(row)
-            await session.flush()
-            callback_id = row.id
-        return callback_id
+        return row
 
-    async def process(self, callback_id: int, token: str) -> str:
-        """Apply a stored callback; returns its outcome. Safe to run more than once."""
+    async def process(
+        self, callback_id: int, token: str, stored: InboundCallback | None = None
+    ) -> str:
+        """Apply a stored callback; returns its outcome. Safe to run more than once.
+        ``stored``: the row :meth:`receive` just returned, which spares reading it back."""
         async with self._sessions() as session, session.begin():
-            row = await session.get(InboundCallback, callback_id)
+            row: InboundCallback | None
+            if stored is not None and stored.processed_at is None:
+                row = await session.merge(stored, load=False)
+            else:
+                row = await session.get(InboundCallback, callback_id)
             if row is None or row.processed_at is not None:
                 return row.outcome or "noop" if row else "missing"
             outcome, detail, account_id = await self._apply(session, row, token)
@@ -127,7 +136,7 @@ class CallbackService:
         change = change_from_report(report, "callback")
         if change is None:
             return "noop", f"provider reports {report.state.value}", account.id
-        decision = await apply(session, payment.id, change)
+        decision = await apply(session, payment.id, change, loaded=payment)
         return decision.value, None, account.id
 
     async def _find_payment(

@@ -308,9 +308,8 @@ class CollectService:
             idempotency.claim(
                 session, caller.merchant_id, key, METHOD_PATH, digest, now, resource_id=payment.id
             )
-            await session.flush()
             session.add(payment)
-            await session.flush()
+            # One flush for the key, the payment and the event; a twin's key fails it.
             await add_event(session, payment, "payment.created")
             await session.commit()
         except IntegrityError:

@@ -144,18 +144,25 @@ async def _fill_receipt(session: AsyncSession, payment: Payment, change: Change)
         )
 
 
-async def apply(session: AsyncSession, payment_id: str, change: Change) -> Transition:
-    """Apply ``change`` to the payment inside the caller's transaction."""
+async def apply(
+    session: AsyncSession, payment_id: str, change: Change, *, loaded: Payment | None = None
+) -> Transition:
+    """Apply ``change`` to the payment inside the caller's transaction. ``loaded``: the
+    payment as this transaction just read it, which spares the first read (a stale one only
+    costs a retry: the update is conditional on the status)."""
     for _ in range(3):
-        decision = await _apply_once(session, payment_id, change)
+        decision = await _apply_once(session, payment_id, change, loaded)
         if decision is not None:
             return decision
+        loaded = None
     return Transition.NOOP
 
 
-async def _apply_once(session: AsyncSession, payment_id: str, change: Change) -> Transition | None:
+async def _apply_once(
+    session: AsyncSession, payment_id: str, change: Change, loaded: Payment | None
+) -> Transition | None:
     """One attempt; None when a concurrent writer changed the row between read and write."""
-    payment = await session.get(Payment, payment_id, populate_existing=True)
+    payment = loaded or await session.get(Payment, payment_id, populate_existing=True)
     if payment is None:
         raise LookupError(payment_id)
     current = PaymentStatus(payment.status)

@@ -294,7 +294,12 @@ def test_crash_after_write_ahead_momo_is_sent_again_with_the_same_reference(
         if p["headers"].get("x-reference-id") == orphan.provider_request_id
     ]
     assert len(posts) == 1
-    assert payment_row(database_url, orphan.id)["send_state"] == "sent"
+    # The callback can settle the payment before the worker records the provider's answer.
+    wait_for(
+        lambda: payment_row(database_url, orphan.id)["send_state"] == "sent",
+        timeout=10,
+        what="the resend recorded as sent",
+    )
 
 
 def test_crash_after_write_ahead_mpesa_is_never_pushed_but_made_unknown(
