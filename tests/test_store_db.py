@@ -6,7 +6,7 @@ import asyncio
 import os
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
 
 from lipwa.store import db
@@ -45,17 +45,21 @@ def test_only_a_connection_idle_long_enough_is_pinged(
     monkeypatch: pytest.MonkeyPatch, idle_after_s: float, pings: int
 ) -> None:
     monkeypatch.setattr(db, "PING_IDLE_AFTER_S", idle_after_s)
-    seen: list[int] = []
+    pinged: list[AsyncAdapt_asyncpg_connection] = []
     original = AsyncAdapt_asyncpg_connection.ping
 
     def counting_ping(self: AsyncAdapt_asyncpg_connection) -> None:
-        seen.append(1)
+        pinged.append(self)
         original(self)
 
+    # Patched on the class: other engines alive in this process (servers run by other tests)
+    # ping too, so only this engine's connections are counted.
     monkeypatch.setattr(AsyncAdapt_asyncpg_connection, "ping", counting_ping)
+    ours: list[AsyncAdapt_asyncpg_connection] = []
 
     async def scenario() -> None:
         engine = db.make_engine(URL, pool_size=1, max_overflow=0)
+        event.listen(engine.sync_engine, "connect", lambda dbapi, _record: ours.append(dbapi))
         try:
             for _ in range(3):  # the first checkout opens the connection: never pinged
                 await _backend_pid(engine)
@@ -63,4 +67,5 @@ def test_only_a_connection_idle_long_enough_is_pinged(
             await engine.dispose()
 
     asyncio.run(scenario())
-    assert len(seen) == pings
+    assert len(ours) == 1
+    assert sum(1 for conn in pinged if conn is ours[0]) == pings
