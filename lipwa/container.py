@@ -132,6 +132,7 @@ class Container:
                     backoff_max_s=settings.check_backoff_max_s,
                     horizon_s=settings.check_horizon_s,
                     stale_send_s=settings.stale_send_after_s,
+                    resend_window_s=settings.momo_approval_window_s,
                 ),
                 pacer=Pacer(settings.momo_status_per_second),
                 circuits=circuits,

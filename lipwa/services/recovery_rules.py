@@ -41,6 +41,13 @@ flight: wait. Older:
 - M-Pesa: there is no CheckoutRequestID, so nothing can be asked, and an STK push is never
   re-sent blindly: the payment becomes ``unknown`` with ``send_state`` ``ambiguous`` and is
   left to a late callback, reconciliation or manual review.
+
+Ambiguous MoMo send (the request-to-pay got a 5xx or no answer)
+-------------------------------------------------------------------
+It is looked up by its X-Reference-Id on the schedule. A 404 may only mean the request is
+still on its way, so it is not believed at once; once the approval window (5 minutes) is over,
+a 404 means MoMo never had the request and the payer can no longer be asked: the payment fails
+as ``expired`` instead of staying ``unknown`` until the horizon.
 """
 
 from __future__ import annotations
@@ -139,6 +146,14 @@ def judge(
     ):
         return Verdict(Action.EXPIRE, reason="never sent, and too late to send now")
     age = (now - facts.created_at).total_seconds()
+    if (
+        facts.provider == "momo"
+        and facts.send_state == "ambiguous"
+        and isinstance(answer, ProviderReport)
+        and answer.state is ReportState.NOT_FOUND
+        and age >= schedule.resend_window_s
+    ):
+        return Verdict(Action.EXPIRE, reason="MoMo never had it, and its approval window is over")
     if age >= schedule.horizon_s:
         if conclusive and _send_is_definite(facts):
             return Verdict(Action.EXPIRE, reason=f"provider still says {said} at the horizon")
