@@ -53,8 +53,9 @@ class Settings(BaseSettings):
     check_backoff_max_s: float = 600.0
     check_horizon_s: float = 24 * 3600.0
     stale_send_after_s: float = 60.0
-    # MoMo's payer approval window: no re-send after it, and a request MoMo has never heard of
-    # by then never will be (an ambiguous send whose lookups say 404 fails as expired).
+    # MoMo's payer approval window: no re-send after it, and a request MoMo has still not heard
+    # of once it (and stale_send_after_s) is over never will be: an ambiguous send whose lookup
+    # then says 404 fails as expired.
     momo_approval_window_s: float = 300.0
     check_lease_s: float = 120.0
     recovery_batch: int = 50

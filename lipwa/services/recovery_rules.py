@@ -45,9 +45,10 @@ flight: wait. Older:
 Ambiguous MoMo send (the request-to-pay got a 5xx or no answer)
 -------------------------------------------------------------------
 It is looked up by its X-Reference-Id on the schedule. A 404 may only mean the request is
-still on its way, so it is not believed at once; once the approval window (5 minutes) is over,
-a 404 means MoMo never had the request and the payer can no longer be asked: the payment fails
-as ``expired`` instead of staying ``unknown`` until the horizon.
+still on its way, so it is not believed at once. Once the approval window (5 minutes) is over
+and any send made within it has surely ended (``stale_send_after_s`` more), a 404 means MoMo
+never had the request and the payer can no longer be asked: the payment fails as ``expired``
+instead of staying ``unknown`` until the horizon.
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ def judge(
         and facts.send_state == "ambiguous"
         and isinstance(answer, ProviderReport)
         and answer.state is ReportState.NOT_FOUND
-        and age >= schedule.resend_window_s
+        and age >= schedule.resend_window_s + schedule.stale_send_s
     ):
         return Verdict(Action.EXPIRE, reason="MoMo never had it, and its approval window is over")
     if age >= schedule.horizon_s:

@@ -67,7 +67,8 @@ GATEWAY_ENV: dict[str, str] = {
     "LIPWA_CHECK_BACKOFF_INITIAL_S": "1",
     "LIPWA_CHECK_BACKOFF_MAX_S": "4",
     "LIPWA_STALE_SEND_AFTER_S": "15",  # longer than a MoMo send with its retries
-    # Short, so that an ambiguous request-to-pay MoMo never got fails within the drain.
+    # Short, so that an ambiguous request-to-pay MoMo never got fails within the drain
+    # (after window + stale send: 45 s).
     "LIPWA_MOMO_APPROVAL_WINDOW_S": "30",
     "LIPWA_CHECK_LEASE_S": "10",
     "LIPWA_MOMO_STATUS_PER_SECOND": "50",
