@@ -138,20 +138,24 @@ def postgres_reachable(url: str) -> bool:
     return True
 
 
-def recreate_postgres(url: str) -> None:
+def _execute(dsn: str, *statements: str) -> None:
+    """Run ``statements`` in order on one plain asyncpg connection (outside a transaction)."""
     import asyncpg
 
-    dsn, name = _admin_dsn(url)
-
-    async def recreate() -> None:
+    async def run() -> None:
         conn = await asyncpg.connect(dsn, timeout=10)
         try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            for statement in statements:
+                await conn.execute(statement)
         finally:
             await conn.close()
 
-    asyncio.run(recreate())
+    asyncio.run(run())
+
+
+def recreate_postgres(url: str) -> None:
+    dsn, name = _admin_dsn(url)
+    _execute(dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
 
 
 def analyze_postgres(url: str) -> None:
@@ -162,18 +166,8 @@ def analyze_postgres(url: str) -> None:
     merchant's payments per request; the prepared statement keeps that plan until the next
     ANALYZE. Autovacuum's first one comes only after its one-minute nap.
     """
-    import asyncpg
-
-    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-    async def analyze() -> None:
-        conn = await asyncpg.connect(dsn, timeout=10)
-        try:
-            await conn.execute("ANALYZE")
-        finally:
-            await conn.close()
-
-    asyncio.run(analyze())
+    _execute(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False),
+             "ANALYZE")
 
 
 def fresh_database(kind: str, config: GatewayBenchConfig, scratch: Path) -> str:
