@@ -1,21 +1,34 @@
-"""``lipwa accounts …``: provider-account operations that talk to the provider (C2B URL
-registration) or change an account's settings (C2B validation rules).
+"""``lipwa accounts …``: add, list, disable and enable provider accounts, and the operations
+that talk to the provider (C2B URL registration) or change an account's settings (C2B
+validation rules).
 
-Runs with the gateway's configuration (LIPWA_DATABASE_URL, LIPWA_ENCRYPTION_KEYS to open the
-account's credentials, LIPWA_PUBLIC_URL for the callback URLs)."""
+Runs with the gateway's configuration (LIPWA_DATABASE_URL, LIPWA_ENCRYPTION_KEYS to seal or open
+the account's credentials, LIPWA_PUBLIC_URL for the callback URLs)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import typer
 from rich.console import Console
 
+from lipwa.cli_admin import (
+    ACCOUNT_COLUMNS,
+    ACTOR_HELP,
+    JSON_HELP,
+    Admin,
+    parse_json_object,
+    print_json,
+    print_table,
+    run_admin,
+)
+
 accounts_app = typer.Typer(
-    help="Provider accounts: C2B URL registration and validation rules.", no_args_is_help=True
+    help="Provider accounts: add, list, disable, enable; C2B URL registration and rules.",
+    no_args_is_help=True,
 )
 console = Console()
 
@@ -66,6 +79,116 @@ def _show(view: dict[str, Any], as_json: bool) -> None:
     console.print(f"  validation:   {view['validation_url']}")
     console.print(f"  confirmation: {view['confirmation_url']}")
     console.print(f"  rules: {json.dumps(view['rules'])}")
+
+
+@accounts_app.command("add")
+def add(
+    merchant_id: str = typer.Argument(..., help="mer_…"),
+    provider: str = typer.Option(..., "--provider", help="mpesa or momo."),
+    environment: str = typer.Option(..., "--environment", help="sandbox or production."),
+    credentials: typer.FileText = typer.Option(
+        ...,
+        "--credentials",
+        help="JSON file of the credentials, as in the admin API ('-' reads stdin). Never on the "
+        "command line, where shell history and ps would keep them.",
+    ),
+    base_url: str | None = typer.Option(
+        None, "--base-url", help="Default: the provider's real host for the environment."
+    ),
+    label: str = typer.Option("", "--label", help="A name for people."),
+    actor: str | None = typer.Option(None, "--actor", help=ACTOR_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Add a provider account; its secrets are sealed before they are stored. Prints the
+    account, secrets masked, with the callback URL the provider must call."""
+    from lipwa.services import accounts, audit
+
+    raw = {
+        "provider": provider,
+        "environment": environment,
+        "label": label,
+        "base_url": base_url,
+        "credentials": parse_json_object(credentials.read(), "--credentials"),
+    }
+
+    async def work(admin: Admin) -> dict[str, Any]:
+        data = accounts.AccountIn.model_validate(raw)
+        account = await accounts.create_account(admin.session, admin.vault(), merchant_id, data)
+        detail = {"provider": account.provider, "environment": account.environment}
+        await audit.record(
+            admin.session, admin.actor, "account.created", account.id, merchant_id, "", detail
+        )
+        return accounts.account_view(account, admin.settings.public_url)
+
+    view = run_admin(work, actor)
+    if as_json:
+        print_json(view)
+        return
+    console.print(
+        f"Account [bold]{view['id']}[/bold] ({view['provider']} {view['environment']}, "
+        f"{view['currency']}) added to {view['merchant_id']}."
+    )
+    console.print(f"Callback URL: {view['callback_url']}")
+
+
+@accounts_app.command("list")
+def list_(
+    merchant_id: str = typer.Argument(..., help="mer_…"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """List a merchant's provider accounts (secrets masked)."""
+    from lipwa.services import accounts
+
+    async def work(admin: Admin) -> list[dict[str, Any]]:
+        await accounts.get_merchant(admin.session, merchant_id)
+        rows = await accounts.list_accounts(admin.session, merchant_id)
+        return [accounts.account_view(a, admin.settings.public_url) for a in rows]
+
+    rows = run_admin(work)
+    if as_json:
+        print_json(rows)
+        return
+    print_table(rows, ACCOUNT_COLUMNS)
+
+
+@accounts_app.command("disable")
+def disable(
+    account_id: str = typer.Argument(..., help="acct_…"),
+    reason: str = typer.Option("", "--reason", help="Why (kept in the audit log)."),
+    actor: str | None = typer.Option(None, "--actor", help=ACTOR_HELP),
+) -> None:
+    """Take no new payment, payout or lookup through the account. Its open payments are still
+    settled (callbacks, status checks, reconciliation)."""
+    _set_status(account_id, "disabled", reason, actor)
+
+
+@accounts_app.command("enable")
+def enable(
+    account_id: str = typer.Argument(..., help="acct_…"),
+    reason: str = typer.Option("", "--reason", help="Why (kept in the audit log)."),
+    actor: str | None = typer.Option(None, "--actor", help=ACTOR_HELP),
+) -> None:
+    """Enable a disabled account again."""
+    _set_status(account_id, "active", reason, actor)
+
+
+def _set_status(
+    account_id: str, status: Literal["active", "disabled"], reason: str, actor: str | None
+) -> None:
+    from lipwa.services import accounts, audit
+
+    async def work(admin: Admin) -> bool:
+        account, changed = await accounts.set_account_status(admin.session, account_id, status)
+        if changed:
+            action = "account.disabled" if status == "disabled" else "account.enabled"
+            await audit.record(
+                admin.session, admin.actor, action, account.id, account.merchant_id, reason
+            )
+        return changed
+
+    changed = run_admin(work, actor)
+    word = "disabled" if status == "disabled" else "enabled"
+    console.print(f"Account {account_id} {'is now' if changed else 'was already'} {word}.")
 
 
 @accounts_app.command("register-c2b")

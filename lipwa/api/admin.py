@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
 
 from lipwa.api.deps import AdminDep, ContainerDep
 from lipwa.api.errors import ERROR_RESPONSES
-from lipwa.clock import isoformat
+from lipwa.container import Container
 from lipwa.services import accounts, audit
 
 router = APIRouter(prefix="/admin/v1", tags=["admin"], responses=ERROR_RESPONSES)
@@ -20,6 +20,11 @@ class ApiKeyIn(BaseModel):
     mode: Literal["test", "live"]
 
 
+class ReasonIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field("", max_length=300, description="Why (kept in the audit log).")
+
+
 @router.post("/merchants", status_code=201, summary="Create a merchant")
 async def create_merchant(
     body: accounts.MerchantIn, c: ContainerDep, actor: AdminDep
@@ -28,6 +33,15 @@ async def create_merchant(
         merchant = await accounts.create_merchant(session, body)
         await audit.record(session, actor, "merchant.created", merchant.id, merchant.id)
         return accounts.merchant_view(merchant)
+
+
+@router.get("/merchants", summary="List merchants, newest first")
+async def list_merchants(
+    c: ContainerDep, _: AdminDep, limit: Annotated[int, Query(ge=1, le=500)] = 100
+) -> dict[str, Any]:
+    async with c.sessions() as session:
+        rows = await accounts.list_merchants(session, limit)
+        return {"object": "list", "data": [accounts.merchant_view(m) for m in rows]}
 
 
 @router.get("/merchants/{merchant_id}", summary="Read a merchant")
@@ -101,6 +115,54 @@ async def list_accounts(merchant_id: str, c: ContainerDep, _: AdminDep) -> dict[
 
 
 @router.post(
+    "/merchants/{merchant_id}/accounts/{account_id}/disable",
+    summary="Disable a provider account: no new payments, payouts or lookups through it; its "
+    "open payments are still settled",
+)
+async def disable_account(
+    merchant_id: str,
+    account_id: str,
+    c: ContainerDep,
+    actor: AdminDep,
+    body: ReasonIn | None = None,
+) -> dict[str, Any]:
+    return await _set_account_status(c, actor, merchant_id, account_id, "disabled", body)
+
+
+@router.post(
+    "/merchants/{merchant_id}/accounts/{account_id}/enable",
+    summary="Enable a disabled provider account again",
+)
+async def enable_account(
+    merchant_id: str,
+    account_id: str,
+    c: ContainerDep,
+    actor: AdminDep,
+    body: ReasonIn | None = None,
+) -> dict[str, Any]:
+    return await _set_account_status(c, actor, merchant_id, account_id, "active", body)
+
+
+async def _set_account_status(
+    c: Container,
+    actor: str,
+    merchant_id: str,
+    account_id: str,
+    status: Literal["active", "disabled"],
+    body: ReasonIn | None,
+) -> dict[str, Any]:
+    async with c.sessions() as session, session.begin():
+        account, changed = await accounts.set_account_status(
+            session, account_id, status, merchant_id
+        )
+        if changed:
+            action = "account.disabled" if status == "disabled" else "account.enabled"
+            reason = body.reason if body else ""
+            await audit.record(session, actor, action, account.id, merchant_id, reason)
+        return accounts.account_view(account, c.settings.public_url)
+
+
+@router.post(
     "/merchants/{merchant_id}/api-keys",
     status_code=201,
     summary="Create an API key; the key is shown once, in this response only",
@@ -112,12 +174,38 @@ async def create_api_key(
         key, raw = await accounts.create_api_key(session, merchant_id, body.mode)
         detail = {"mode": key.mode}
         await audit.record(session, actor, "api_key.created", key.id, merchant_id, "", detail)
-        return {
-            "id": key.id,
-            "object": "api_key",
-            "merchant_id": key.merchant_id,
-            "mode": key.mode,
-            "key": raw,
-            "hint": key.hint,
-            "created_at": isoformat(key.created_at),
-        }
+        return {**accounts.api_key_view(key), "key": raw}
+
+
+@router.get(
+    "/merchants/{merchant_id}/api-keys",
+    summary="List a merchant's API keys, revoked ones included (hints only, never the key)",
+)
+async def list_api_keys(merchant_id: str, c: ContainerDep, _: AdminDep) -> dict[str, Any]:
+    async with c.sessions() as session:
+        rows = await accounts.list_api_keys(session, merchant_id)
+        return {"object": "list", "data": [accounts.api_key_view(k) for k in rows]}
+
+
+@router.post(
+    "/merchants/{merchant_id}/api-keys/{key_id}/revoke",
+    summary="Revoke an API key for good: refused at once by this process, by every process "
+    "within 10 s",
+)
+async def revoke_api_key(
+    merchant_id: str,
+    key_id: str,
+    c: ContainerDep,
+    actor: AdminDep,
+    body: ReasonIn | None = None,
+) -> dict[str, Any]:
+    async with c.sessions() as session, session.begin():
+        key, changed = await accounts.revoke_api_key(session, key_id, merchant_id)
+        if changed:
+            reason = body.reason if body else ""
+            detail = {"mode": key.mode}
+            await audit.record(
+                session, actor, "api_key.revoked", key.id, merchant_id, reason, detail
+            )
+    c.api_keys.forget(key.key_hash)
+    return accounts.api_key_view(key)

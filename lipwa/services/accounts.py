@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from lipwa.clock import utcnow
+from lipwa.clock import isoformat, utcnow
 from lipwa.domain.errors import DomainError
 from lipwa.domain.ids import new_id
 from lipwa.providers.momo import client as momo_client
@@ -95,9 +95,15 @@ async def get_merchant(session: AsyncSession, merchant_id: str) -> Merchant:
     return merchant
 
 
-def merchant_view(merchant: Merchant) -> dict[str, Any]:
-    from lipwa.clock import isoformat
+async def list_merchants(session: AsyncSession, limit: int = 100) -> list[Merchant]:
+    """The newest ``limit`` merchants, newest first."""
+    rows = await session.scalars(
+        select(Merchant).order_by(Merchant.created_at.desc(), Merchant.id.desc()).limit(limit)
+    )
+    return list(rows)
 
+
+def merchant_view(merchant: Merchant) -> dict[str, Any]:
     return {
         "id": merchant.id,
         "object": "merchant",
@@ -226,14 +232,33 @@ async def list_accounts(session: AsyncSession, merchant_id: str) -> list[Provide
     return list(rows)
 
 
+async def set_account_status(
+    session: AsyncSession,
+    account_id: str,
+    status: Literal["active", "disabled"],
+    merchant_id: str | None = None,
+) -> tuple[ProviderAccount, bool]:
+    """Enable or disable an account; (account, whether it changed). A disabled account takes no
+    new payment, payout, balance or lookup; its open payments are still settled by callbacks,
+    status checks and reconciliation, because money may already have moved. With
+    ``merchant_id``, another merchant's account is not found."""
+    account = await session.get(ProviderAccount, account_id)
+    if account is None or (merchant_id is not None and account.merchant_id != merchant_id):
+        raise NotFound(account_id)
+    if account.status == status:
+        return account, False
+    account.status = status
+    account.updated_at = utcnow()
+    await session.flush()
+    return account, True
+
+
 def callback_base(public_url: str, account: ProviderAccount) -> str:
     # No provider name in the path: Daraja refuses URLs containing words like "mpesa".
     return f"{public_url}/callbacks/{account.callback_token}"
 
 
 def account_view(account: ProviderAccount, public_url: str) -> dict[str, Any]:
-    from lipwa.clock import isoformat
-
     secret_fields = (
         ["consumer_key", "consumer_secret", "passkey", "initiator_password"]
         if account.provider == "mpesa"
@@ -293,6 +318,44 @@ async def create_api_key(
     return key, raw
 
 
+async def list_api_keys(session: AsyncSession, merchant_id: str) -> list[ApiKey]:
+    """Every key of a merchant, revoked ones included, oldest first."""
+    await get_merchant(session, merchant_id)
+    rows = await session.scalars(
+        select(ApiKey).where(ApiKey.merchant_id == merchant_id).order_by(ApiKey.created_at)
+    )
+    return list(rows)
+
+
+async def revoke_api_key(
+    session: AsyncSession, key_id: str, merchant_id: str | None = None
+) -> tuple[ApiKey, bool]:
+    """Revoke a key for good; (key, whether it changed). Revoking twice changes nothing.
+    With ``merchant_id``, another merchant's key is not found."""
+    key = await session.get(ApiKey, key_id)
+    if key is None or (merchant_id is not None and key.merchant_id != merchant_id):
+        raise NotFound(key_id)
+    if key.revoked_at is not None:
+        return key, False
+    key.revoked_at = utcnow()
+    await session.flush()
+    return key, True
+
+
+def api_key_view(key: ApiKey) -> dict[str, Any]:
+    """A key as reads show it: its hint, never the key or its hash."""
+    return {
+        "id": key.id,
+        "object": "api_key",
+        "merchant_id": key.merchant_id,
+        "mode": key.mode,
+        "hint": key.hint,
+        "status": "revoked" if key.revoked_at else "active",
+        "created_at": isoformat(key.created_at),
+        "revoked_at": isoformat(key.revoked_at),
+    }
+
+
 class ApiKeyCache:
     """Known-good API keys for a few seconds, so each request does not look its key up.
 
@@ -320,6 +383,10 @@ class ApiKeyCache:
             self._known.clear()
         self._known[digest] = (caller, now + self._ttl_s)
         return caller
+
+    def forget(self, key_hash: str) -> None:
+        """Drop a key at once (revoked through this process); others drop it within ttl_s."""
+        self._known.pop(key_hash, None)
 
 
 async def authenticate(session: AsyncSession, raw: str) -> Caller | None:

@@ -36,9 +36,12 @@ async def mode_conflicts(session: AsyncSession, mode: str) -> list[str]:
     )
     problems = []
     if keys:
-        problems.append(f"{keys} active {key_mode} API key(s) (revoke them)")
+        problems.append(f"{keys} active {key_mode} API key(s) (revoke them: lipwa api-keys revoke)")
     if accounts:
-        problems.append(f"{accounts} active {environment} provider account(s) (disable them)")
+        problems.append(
+            f"{accounts} active {environment} provider account(s) (disable them: "
+            "lipwa accounts disable)"
+        )
     return problems
 
 
