@@ -94,7 +94,9 @@ def test_checkout_tokens_cannot_be_forged() -> None:
     token = web.payment_token("pay_123")
     assert web.payment_id(token) == "pay_123"
     assert web.payment_id("pay_123") is None
-    assert web.payment_id(token[:-2] + "zz") is None
+    # A middle character of the signature: the last one may carry only base64 padding bits.
+    forged = token[:-5] + ("A" if token[-5] != "A" else "B") + token[-4:]
+    assert web.payment_id(forged) is None
 
 
 def test_charts_escape_labels() -> None:
