@@ -1,8 +1,8 @@
 """The payment guards of a process, in the order they run (cheapest and broadest first).
 
 1. kill switches and rollouts (503 ``provider_disabled``)
-2. payer: one open prompt per phone (429 ``payer_busy``), M-Pesa same amount (429
-   ``same_amount_too_soon``)
+2. payer: requests for one phone take turns (``PayerTurn``), then one open prompt per phone
+   (429 ``payer_busy``), M-Pesa same amount (429 ``same_amount_too_soon``)
 3. duplicate: same phone, amount and reference (409 ``duplicate_payment``)
 4. daily total per payer (400 ``daily_limit_exceeded``)
 5. (the circuit breaker, passed in as ``before_budget``)
@@ -21,7 +21,7 @@ from lipwa.config import Settings
 from lipwa.domain.policy import GuardPolicy
 from lipwa.services.collect import Guard
 from lipwa.services.flags import FlagCache, KillSwitchGuard
-from lipwa.services.payer_guards import DailyLimitGuard, DuplicateGuard, PayerGuard
+from lipwa.services.payer_guards import DailyLimitGuard, DuplicateGuard, PayerGuard, PayerTurn
 from lipwa.services.ratelimit import MerchantPromptGuard, RateLimits
 
 
@@ -44,6 +44,7 @@ def payment_guards(
     defaults = default_policy(settings)
     return [
         KillSwitchGuard(flags),
+        PayerTurn(),
         PayerGuard(defaults),
         DuplicateGuard(defaults),
         DailyLimitGuard(),

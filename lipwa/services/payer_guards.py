@@ -9,12 +9,19 @@
   must stay within the daily limit per payer (``lipwa.domain.payer_limits``).
 
 All scope to one merchant and one mode (test payments never count against live ones) and use
-the (merchant_id, phone, created_at) index. These are check-then-write: two requests racing in
-the same milliseconds can both pass; the provider's own subscriber lock is the backstop.
+the (merchant_id, phone, created_at) index.
+
+They read, then the payment is written: two requests for one payer racing in the same
+milliseconds could both pass. ``PayerTurn`` runs first and makes them take turns: on
+PostgreSQL a transaction-scoped advisory lock per payer, held until the admission transaction
+ends (the write-ahead commit, or the rollback of a refusal), so the second request sees the
+first one's payment. SQLite needs none: every transaction there begins IMMEDIATE, one writer at
+a time (``lipwa.store.db``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -55,6 +62,24 @@ def _payer(caller: Caller, plan: Plan) -> ColumnElement[bool]:
 class _NoObserve:
     async def observe(self, plan: Plan, result: SendResult) -> None:
         return None
+
+
+def payer_lock_key(caller: Caller, msisdn: str) -> int:
+    """A signed 64-bit key for pg_advisory_xact_lock, one per merchant, mode and phone."""
+    digest = hashlib.blake2b(
+        f"payer|{caller.merchant_id}|{caller.mode}|{msisdn}".encode(), digest_size=8
+    ).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class PayerTurn(_NoObserve):
+    async def check(
+        self, session: AsyncSession, caller: Caller, plan: Plan, data: PaymentIn
+    ) -> None:
+        if session.get_bind().dialect.name != "postgresql":
+            return
+        key = payer_lock_key(caller, plan.phone.msisdn)
+        await session.execute(select(func.pg_advisory_xact_lock(key)))
 
 
 class PayerGuard(_NoObserve):

@@ -193,6 +193,33 @@ def test_mpesa_same_amount_within_two_minutes(
 
 
 # ----- duplicates and idempotency ---------------------------------------------------------------
+def test_racing_requests_for_one_payer_take_turns(
+    merchant_factory: Callable[..., Merchant], sim_url: str, database_url: str
+) -> None:
+    """A client retrying with a new Idempotency-Key each time, all at once: the payer checks
+    see one another's payments (PostgreSQL: an advisory lock per payer; SQLite: one writer)."""
+    shop = merchant_factory(settings={"duplicate_window_s": 600})
+    pushes = sim_calls(sim_url, STK)
+    charge = {"amount": "10", "currency": "KES", "phone": "0708374149", "reference": ref()}
+    answers = fire(shop.gateway.url, shop.api_key, [charge] * 8)
+    assert sorted(a.status_code for a in answers) == [201] + [409] * 7
+    [paid] = [a.json()["id"] for a in answers if a.status_code == 201]
+    assert {a.json()["error"]["payment_id"] for a in answers if a.status_code == 409} == {paid}
+    assert payment_count(database_url, shop.id) == 1
+    assert sim_calls(sim_url, STK) == pushes + 1
+    # Eight different charges at once against a daily limit of 10: exactly three of 3 fit.
+    # (MoMo: the simulated M-Pesa would fail all prompts but one with its subscriber lock.)
+    capped = merchant_factory(settings={"limits": {"EUR": {"daily_per_payer": "10"}}})
+    bodies = [
+        {"amount": "3", "currency": "EUR", "phone": MOMO_PHONE, "reference": ref()}
+        for _ in range(8)
+    ]
+    answers = fire(capped.gateway.url, capped.api_key, bodies)
+    assert sorted(a.status_code for a in answers) == [201] * 3 + [400] * 5
+    assert {a.json()["status"] for a in answers if a.status_code == 201} <= {"pending"}
+    assert payment_count(database_url, capped.id) == 3
+
+
 def test_duplicate_guard_names_the_original_and_replays_pass(
     merchant_factory: Callable[..., Merchant], sim_url: str, database_url: str
 ) -> None:
