@@ -175,7 +175,10 @@ class CollectService:
         return Plan(account, phone, amount, currency, provider_reference, provider_description)
 
     # ----- the use case ---------------------------------------------------------------------
-    async def create(self, caller: Caller, data: PaymentIn, idempotency_key: str) -> Outcome:
+    async def create(
+        self, caller: Caller, data: PaymentIn, idempotency_key: str, link_id: str | None = None
+    ) -> Outcome:
+        """``link_id``: the payment link this payment is made through, stored with it."""
         # Keys live per mode: a live key reusing a test key's Idempotency-Key never sees its
         # answer (and vice versa).
         idempotency_key = f"{caller.mode}:{idempotency_key}"
@@ -186,15 +189,17 @@ class CollectService:
         if first is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(first.wait(), self._idempotency_wait_s)
-            return await self._create(caller, data, idempotency_key)
+            return await self._create(caller, data, idempotency_key, link_id)
         self._in_flight[slot] = done = asyncio.Event()
         try:
-            return await self._create(caller, data, idempotency_key)
+            return await self._create(caller, data, idempotency_key, link_id)
         finally:
             del self._in_flight[slot]
             done.set()
 
-    async def _create(self, caller: Caller, data: PaymentIn, idempotency_key: str) -> Outcome:
+    async def _create(
+        self, caller: Caller, data: PaymentIn, idempotency_key: str, link_id: str | None
+    ) -> Outcome:
         body = data.model_dump(mode="json")
         digest = request_hash(body)
         # One transaction validates, runs the guards, claims the key and writes the payment
@@ -214,7 +219,7 @@ class CollectService:
                 plan = await self._admit(session, caller, data, idempotency_key)
                 if plan is not None:
                     payment = await self._write_ahead(
-                        session, caller, data, plan, idempotency_key, digest
+                        session, caller, data, plan, idempotency_key, digest, link_id
                     )
         if payment is None or plan is None:  # a twin holds the key: wait for its answer
             return await idempotency.wait_for_twin(
@@ -272,6 +277,7 @@ class CollectService:
         plan: Plan,
         key: str,
         digest: str,
+        link_id: str | None,
     ) -> Payment | None:
         """Claim the key and store the pending payment, committed before any provider call;
         None when a twin claimed the key first (nothing written)."""
@@ -295,6 +301,7 @@ class CollectService:
             provider_reference=plan.provider_reference,
             provider_description=plan.provider_description,
             meta=data.metadata,
+            link_id=link_id,
             provider_request_id=request_id,
             # MoMo's reference is ours and known now; Daraja's CheckoutRequestID comes back.
             provider_ref=request_id if account.provider == "momo" else None,

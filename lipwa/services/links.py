@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from lipwa.clock import isoformat, utcnow
 from lipwa.domain.errors import DomainError
@@ -222,28 +222,17 @@ def payer_amount(link: PaymentLink, typed: str | None) -> Decimal:
 
 
 async def start_checkout(
-    sessions: async_sessionmaker[AsyncSession],
     collect: CollectService,
     link: PaymentLink,
     request: CheckoutRequest,
 ) -> Outcome:
-    """Create the payment through the collections service, then tie it to its link.
-
-    No session is held across the provider call: ``collect.create`` opens its own short ones,
-    and the link id is written in a second short transaction once the payment exists.
-    """
+    """Create the payment through the collections service, tied to its link from the
+    write-ahead on: a callback that settles it before the provider call returns already finds
+    the link (and closes a single-use one)."""
     key = f"link:{link.id}:{request.attempt}"
-    outcome = await collect.create(link_caller(link), checkout_payment(link, request), key)
-    payment_id = outcome.body.get("id")
-    if payment_id and not outcome.replayed:
-        async with sessions() as session, session.begin():
-            await session.execute(
-                update(Payment)
-                .where(Payment.id == payment_id, Payment.merchant_id == link.merchant_id)
-                .values(link_id=link.id)
-                .execution_options(synchronize_session=False)
-            )
-    return outcome
+    return await collect.create(
+        link_caller(link), checkout_payment(link, request), key, link_id=link.id
+    )
 
 
 async def note_payment_final(session: AsyncSession, payment: Payment) -> None:

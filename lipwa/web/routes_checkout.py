@@ -282,7 +282,7 @@ async def link_pay(
     try:
         value = links.payer_amount(link, amount)
         outcome = await links.start_checkout(
-            c.sessions, c.collect, link, CheckoutRequest(phone, value, attempt)
+            c.collect, link, CheckoutRequest(phone, value, attempt)
         )
     except ApiError as exc:
         text, field = _refusal_text(lang, exc, merchant)
@@ -439,7 +439,7 @@ async def progress_retry(
         )
     try:
         outcome = await links.start_checkout(
-            c.sessions, c.collect, link, CheckoutRequest(payment.phone, payment.amount, attempt)
+            c.collect, link, CheckoutRequest(payment.phone, payment.amount, attempt)
         )
     except ApiError as exc:
         text, field = _refusal_text(lang, exc, merchant)

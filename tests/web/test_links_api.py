@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import httpx
 
+from lipwa.simulator.core import Simulator
 from tests.web.conftest import ADMIN_TOKEN, Merchant, create_link, path_of
 
 
@@ -136,3 +139,35 @@ def test_sign_in_sessions(merchant: Merchant) -> None:
             data={"credential": merchant.api_key, "csrf_token": token, "next": "//evil.example"},
         )
         assert ok.headers["location"] == f"/merchants/{merchant.id}"
+
+
+def test_a_single_use_link_is_busy_while_its_prompt_is_being_sent(
+    merchant: Merchant, sim: Simulator, sim_url: str
+) -> None:
+    """Daraja takes its time to answer the first payer's push: a second payer meanwhile finds
+    the link busy, because the payment is tied to the link before the provider call."""
+    link = create_link(merchant, amount="10", single_use=True)
+    sim.settings.prompt_seconds = 5.0
+    httpx.put(f"{sim_url}/_sim/faults", json={"answer_delay_ms": 1500}).raise_for_status()
+    slug = link["slug"]
+
+    def pay() -> httpx.Response:
+        with httpx.Client(base_url=merchant.gateway.url, timeout=30) as c:
+            page = c.get(f"/l/{slug}").text
+            form = {
+                name: page.split(f'name="{name}" value="')[1].split('"')[0]
+                for name in ("csrf_token", "attempt")
+            }
+            return c.post(f"/l/{slug}", data={"phone": "0708374149", **form})
+
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(pay)
+        time.sleep(0.7)  # the first push is at the simulator, its answer held back
+        assert not first.done()
+        second = httpx.get(f"{merchant.gateway.url}/l/{slug}")
+        assert first.result().status_code == 303
+    assert 'name="attempt"' not in second.text  # no form to pay with
+    assert "A payment through this link is in progress" in second.text
+    with merchant.client() as api:
+        payments = api.get("/v1/payments", params={"reference": link["id"]}).json()["data"]
+    assert len(payments) == 1
