@@ -24,6 +24,12 @@ RATE_LIMIT_HITS = Counter(
     ["limit"],
 )
 
+RATE_LIMIT_STORAGE_ERRORS = Counter(
+    "lipwa_rate_limit_storage_errors_total",
+    "Rate-limit checks that could not reach their storage (Redis) and let the request through "
+    "unchecked (fail open).",
+)
+
 GUARD_REFUSALS = Counter(
     "lipwa_guard_refusals_total",
     "Payment requests refused by a guard before any write or provider call, by error code "

@@ -33,18 +33,21 @@ async def ready(c: ContainerDep) -> JSONResponse:
         checks["migrations"] = "ok" if revision == head_revision() else f"at {revision}"
     except Exception as exc:  # readiness reports, never raises
         checks["database"] = f"error: {type(exc).__name__}"
-    if c.settings.redis_url:  # shared rate limits: merchant requests fail without it
-        try:
-            await ping_redis(c.settings.redis_url)
-            checks["redis"] = "ok"
-        except Exception as exc:
-            checks["redis"] = f"error: {type(exc).__name__}"
     ok = all(v == "ok" for v in checks.values())
     # Information, not a readiness failure: an open circuit means one provider account is
     # failing, and this process can still serve everything else.
     info: dict[str, Any] = {
         "circuits_open": [x for x in c.circuits.snapshot() if x["state"] != "closed"]
     }
+    if c.settings.redis_url:
+        # Information too: Redis only holds the shared rate limits, which fail open without
+        # it; failing readiness would refuse provider callbacks for want of a rate limit.
+        # LipwaRateLimitStorageDown alerts on it instead.
+        try:
+            await ping_redis(c.settings.redis_url)
+            info["redis"] = "ok"
+        except Exception as exc:
+            info["redis"] = f"error: {type(exc).__name__}"
     if not c.settings.embeds_worker:
         # Information too: taking the API out of the load balancer because the worker is down
         # would refuse provider callbacks. LipwaWorkerDown alerts on it instead.

@@ -19,6 +19,7 @@ EXPECTED_ALERTS = frozenset(
         "LipwaProviderRequestsFailing",
         "LipwaProviderCredentialsRefused",
         "LipwaRateLimitHitsSpike",
+        "LipwaRateLimitStorageDown",
         "LipwaRecoveryBacklogGrowing",
         "LipwaPaymentUnresolvedTooLong",
         "LipwaWebhookDeliveriesFailing",

@@ -6,7 +6,8 @@ Strategy: moving window. It is exact at window edges (a "10 per 5 minutes" limit
 script, so any number of API processes sharing ``LIPWA_REDIS_URL`` share one exact budget.
 Without Redis the counters live in the process (one process: exact; several: per process).
 
-If Redis is unreachable the limiter fails open (logs ``rate_limit_storage_unavailable``):
+If Redis is unreachable the limiter fails open (logs ``rate_limit_storage_unavailable`` and
+counts ``lipwa_rate_limit_storage_errors_total``; the ``LipwaRateLimitStorageDown`` alert fires):
 payments keep flowing and the provider's own throttling still stands behind us.
 """
 
@@ -27,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from lipwa.config import Settings
 from lipwa.domain.policy import GuardPolicy, policy_for
 from lipwa.errors import ApiError
-from lipwa.metrics import GUARD_REFUSALS, RATE_LIMIT_HITS
+from lipwa.metrics import GUARD_REFUSALS, RATE_LIMIT_HITS, RATE_LIMIT_STORAGE_ERRORS
 from lipwa.providers.base import SendResult
 from lipwa.services.accounts import Caller
 from lipwa.services.collect import PaymentIn, Plan
@@ -93,6 +94,7 @@ class RateLimits:
                 return None
             stats = await self._limiter.get_window_stats(item, name, *ids)
         except StorageError:
+            RATE_LIMIT_STORAGE_ERRORS.inc()
             log.error("rate_limit_storage_unavailable", limit=name, exc_info=True)
             return None
         return max(1, math.ceil(stats.reset_time - time.time()))

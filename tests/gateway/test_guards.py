@@ -519,6 +519,27 @@ def test_merchant_limit_holds_across_two_processes_sharing_redis(
             )
 
 
+def test_rate_limits_fail_open_and_counted_when_redis_is_down(
+    merchant_factory: Callable[..., Merchant], gateway: Gateway, tmp_path: Path
+) -> None:
+    def errors() -> float:
+        return REGISTRY.get_sample_value("lipwa_rate_limit_storage_errors_total") or 0.0
+
+    shop = merchant_factory(settings={"rate_limits": {"prompts": "1/minute"}})
+    before = errors()
+    with another_gateway(gateway.settings, tmp_path, redis_url="redis://127.0.0.1:1/0") as down:
+        ready = httpx.get(f"{down.url}/health/ready")
+        assert ready.status_code == 200 and ready.json()["info"]["redis"].startswith("error")
+        for _ in range(2):  # over the 1/minute budget, but nothing can count it
+            paid = down.client(shop.api_key).post(
+                "/v1/payments",
+                json={"amount": "10", "currency": "KES", "phone": "0708374149", "reference": ref()},
+                headers={"Idempotency-Key": str(uuid.uuid4())},
+            )
+            assert paid.status_code == 201, paid.text
+    assert errors() - before >= 4  # the API-key limit and the prompt budget, twice
+
+
 def test_api_key_rate_limit(merchant: Merchant, gateway: Gateway, tmp_path: Path) -> None:
     with gateway.admin() as admin:
         spare = admin.post(f"/admin/v1/merchants/{merchant.id}/api-keys", json={"mode": "test"})
