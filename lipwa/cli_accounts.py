@@ -101,7 +101,7 @@ def add(
 ) -> None:
     """Add a provider account; its secrets are sealed before they are stored. Prints the
     account, secrets masked, with the callback URL the provider must call."""
-    from lipwa.services import accounts, audit
+    from lipwa.services import accounts, merchant_admin
 
     raw = {
         "provider": provider,
@@ -113,10 +113,8 @@ def add(
 
     async def work(admin: Admin) -> dict[str, Any]:
         data = accounts.AccountIn.model_validate(raw)
-        account = await accounts.create_account(admin.session, admin.vault(), merchant_id, data)
-        detail = {"provider": account.provider, "environment": account.environment}
-        await audit.record(
-            admin.session, admin.actor, "account.created", account.id, merchant_id, "", detail
+        account = await merchant_admin.add_account(
+            admin.session, admin.vault(), admin.actor, merchant_id, data
         )
         return accounts.account_view(account, admin.settings.public_url)
 
@@ -175,15 +173,12 @@ def enable(
 def _set_status(
     account_id: str, status: Literal["active", "disabled"], reason: str, actor: str | None
 ) -> None:
-    from lipwa.services import accounts, audit
+    from lipwa.services import merchant_admin
 
     async def work(admin: Admin) -> bool:
-        account, changed = await accounts.set_account_status(admin.session, account_id, status)
-        if changed:
-            action = "account.disabled" if status == "disabled" else "account.enabled"
-            await audit.record(
-                admin.session, admin.actor, action, account.id, account.merchant_id, reason
-            )
+        _, changed = await merchant_admin.set_account_status(
+            admin.session, admin.actor, account_id, status, reason
+        )
         return changed
 
     changed = run_admin(work, actor)

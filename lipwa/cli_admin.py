@@ -144,14 +144,13 @@ def merchants_create(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Create a merchant (then: `lipwa accounts add`, `lipwa api-keys create`)."""
-    from lipwa.services import accounts, audit
+    from lipwa.services import accounts, merchant_admin
 
     raw = {"name": name, "settings": parse_json_object(settings, "--settings")}
 
     async def work(admin: Admin) -> dict[str, Any]:
         data = accounts.MerchantIn.model_validate(raw)
-        merchant = await accounts.create_merchant(admin.session, data)
-        await audit.record(admin.session, admin.actor, "merchant.created", merchant.id, merchant.id)
+        merchant = await merchant_admin.create_merchant(admin.session, admin.actor, data)
         return accounts.merchant_view(merchant)
 
     view = run_admin(work, actor)
@@ -224,18 +223,14 @@ def api_keys_create(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Create an API key. The key is printed once, here; Lipwa keeps only its hash."""
-    from lipwa.services import accounts, audit
+    from lipwa.services import accounts, merchant_admin
 
     if mode not in {"test", "live"}:
         raise typer.BadParameter("test or live", param_hint="--mode")
 
     async def work(admin: Admin) -> dict[str, Any]:
-        key, raw = await accounts.create_api_key(
-            admin.session, merchant_id, "live" if mode == "live" else "test"
-        )
-        detail = {"mode": key.mode}
-        await audit.record(
-            admin.session, admin.actor, "api_key.created", key.id, merchant_id, "", detail
+        key, raw = await merchant_admin.create_api_key(
+            admin.session, admin.actor, merchant_id, "live" if mode == "live" else "test"
         )
         return {**accounts.api_key_view(key), "key": raw}
 
@@ -277,20 +272,12 @@ def api_keys_revoke(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Revoke an API key for good. Running gateways refuse it within 10 s."""
-    from lipwa.services import accounts, audit
+    from lipwa.services import accounts, merchant_admin
 
     async def work(admin: Admin) -> tuple[dict[str, Any], bool]:
-        key, changed = await accounts.revoke_api_key(admin.session, key_id)
-        if changed:
-            await audit.record(
-                admin.session,
-                admin.actor,
-                "api_key.revoked",
-                key.id,
-                key.merchant_id,
-                reason,
-                {"mode": key.mode},
-            )
+        key, changed = await merchant_admin.revoke_api_key(
+            admin.session, admin.actor, key_id, reason
+        )
         return accounts.api_key_view(key), changed
 
     view, changed = run_admin(work, actor)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lipwa.api.deps import AdminDep, ContainerDep
 from lipwa.api.errors import ERROR_RESPONSES
 from lipwa.container import Container
-from lipwa.services import accounts, audit
+from lipwa.services import accounts, merchant_admin
 
 router = APIRouter(prefix="/admin/v1", tags=["admin"], responses=ERROR_RESPONSES)
 
@@ -30,8 +30,7 @@ async def create_merchant(
     body: accounts.MerchantIn, c: ContainerDep, actor: AdminDep
 ) -> dict[str, Any]:
     async with c.sessions() as session, session.begin():
-        merchant = await accounts.create_merchant(session, body)
-        await audit.record(session, actor, "merchant.created", merchant.id, merchant.id)
+        merchant = await merchant_admin.create_merchant(session, actor, body)
         return accounts.merchant_view(merchant)
 
 
@@ -97,9 +96,7 @@ async def create_account(
     merchant_id: str, body: accounts.AccountIn, c: ContainerDep, actor: AdminDep
 ) -> dict[str, Any]:
     async with c.sessions() as session, session.begin():
-        account = await accounts.create_account(session, c.vault, merchant_id, body)
-        detail = {"provider": account.provider, "environment": account.environment}
-        await audit.record(session, actor, "account.created", account.id, merchant_id, "", detail)
+        account = await merchant_admin.add_account(session, c.vault, actor, merchant_id, body)
         return accounts.account_view(account, c.settings.public_url)
 
 
@@ -151,14 +148,11 @@ async def _set_account_status(
     status: Literal["active", "disabled"],
     body: ReasonIn | None,
 ) -> dict[str, Any]:
+    reason = body.reason if body else ""
     async with c.sessions() as session, session.begin():
-        account, changed = await accounts.set_account_status(
-            session, account_id, status, merchant_id
+        account, _ = await merchant_admin.set_account_status(
+            session, actor, account_id, status, reason, merchant_id
         )
-        if changed:
-            action = "account.disabled" if status == "disabled" else "account.enabled"
-            reason = body.reason if body else ""
-            await audit.record(session, actor, action, account.id, merchant_id, reason)
         return accounts.account_view(account, c.settings.public_url)
 
 
@@ -171,9 +165,7 @@ async def create_api_key(
     merchant_id: str, body: ApiKeyIn, c: ContainerDep, actor: AdminDep
 ) -> dict[str, Any]:
     async with c.sessions() as session, session.begin():
-        key, raw = await accounts.create_api_key(session, merchant_id, body.mode)
-        detail = {"mode": key.mode}
-        await audit.record(session, actor, "api_key.created", key.id, merchant_id, "", detail)
+        key, raw = await merchant_admin.create_api_key(session, actor, merchant_id, body.mode)
         return {**accounts.api_key_view(key), "key": raw}
 
 
@@ -199,13 +191,8 @@ async def revoke_api_key(
     actor: AdminDep,
     body: ReasonIn | None = None,
 ) -> dict[str, Any]:
+    reason = body.reason if body else ""
     async with c.sessions() as session, session.begin():
-        key, changed = await accounts.revoke_api_key(session, key_id, merchant_id)
-        if changed:
-            reason = body.reason if body else ""
-            detail = {"mode": key.mode}
-            await audit.record(
-                session, actor, "api_key.revoked", key.id, merchant_id, reason, detail
-            )
+        key, _ = await merchant_admin.revoke_api_key(session, actor, key_id, reason, merchant_id)
     c.api_keys.forget(key.key_hash)
     return accounts.api_key_view(key)
