@@ -260,6 +260,10 @@ class PayoutService:
                     "A payout must be approved with another API key of the merchant than the "
                     "one that requested it (or by the admin)",
                 )
+            account = await session.get(ProviderAccount, payout.account_id)
+            assert account is not None
+            if payout.status == AWAITING:
+                await self._still_allowed(session, payout, account)
             won = await session.execute(
                 update(Payout)
                 .where(Payout.id == payout.id, Payout.status == AWAITING)
@@ -279,11 +283,28 @@ class PayoutService:
                 raise _conflict(payout, "approved")
             else:
                 return payout_view(payout)  # approved already (by us or a concurrent twin)
-            account = await session.get(ProviderAccount, payout.account_id)
-            assert account is not None
         log.info("payout_approved", payout_id=payout.id, approved_by=approver)
         result = await self.send(account, payout)
         return await self.record(payout.id, result)
+
+    async def _still_allowed(
+        self, session: AsyncSession, payout: Payout, account: ProviderAccount
+    ) -> None:
+        """What was checked when the payout was asked for, checked again when it is approved:
+        a kill switch thrown or the account disabled meanwhile keeps it waiting."""
+        if account.status != "active":
+            raise ApiError(
+                409,
+                "invalid_request_error",
+                "account_disabled",
+                f"The {account.provider} account {account.id} was disabled after this payout "
+                "was requested; it keeps waiting: enable the account, or cancel the payout",
+            )
+        if self._flags is not None:
+            flags = await self._flags.current(session)
+            refusal = switch_refusal(flags, payout.merchant_id, account.provider, account.id)
+            if refusal is not None:
+                raise refusal
 
     async def cancel(self, payout_id: str, *, caller: Caller | None) -> dict[str, Any]:
         now = utcnow()

@@ -51,6 +51,7 @@ from tests.gateway.money_support import (
     wait_for,
     wait_status,
 )
+from tests.gateway.test_guards import flag_off
 
 B2C = "/mpesa/b2c/v3/paymentrequest"
 STATUS = "/mpesa/transactionstatus/v1/query"
@@ -318,6 +319,31 @@ def test_cancel_while_awaiting_and_admin_approval(
     assert final(merchant, waiting["id"])["status"] == "succeeded"
     with merchant.client() as c:
         assert c.post(f"/v1/payouts/{waiting['id']}/cancel").status_code == 409
+
+
+def test_approval_keeps_waiting_while_its_account_is_disabled_or_switched_off(
+    merchant_factory: Callable[..., Merchant], sim_url: str, gateway: Gateway
+) -> None:
+    merchant = merchant_factory(settings={"payout_approval_threshold": {"KES": "1000"}})
+    waiting = payout(merchant, amount="2000", currency="KES", phone=MPESA_PHONE)
+    account = merchant.accounts["mpesa"]["id"]
+    approve = f"/admin/v1/payouts/{waiting['id']}/approve"
+    with gateway.admin() as admin:
+        toggle = f"/admin/v1/merchants/{merchant.id}/accounts/{account}"
+        assert admin.post(f"{toggle}/disable").status_code == 200
+        refused = admin.post(approve)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"]["code"] == "account_disabled"
+        assert admin.post(f"{toggle}/enable").status_code == 200
+        with flag_off(gateway, f"account:{account}"):
+            paused = admin.post(approve)
+            assert paused.status_code == 503, paused.text
+            assert paused.json()["error"]["code"] == "provider_disabled"
+        assert wait_status(merchant, f"/v1/payouts/{waiting['id']}", {"awaiting_approval"})
+        assert b2c_sent(sim_url, waiting["provider_request_id"]) == 0
+        assert admin.post(approve).status_code == 200
+    assert final(merchant, waiting["id"])["status"] == "succeeded"
+    assert b2c_sent(sim_url, waiting["provider_request_id"]) == 1
 
 
 # ----- reading ---------------------------------------------------------------------------------
