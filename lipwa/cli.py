@@ -11,7 +11,7 @@ from rich.console import Console
 
 from lipwa.cli_accounts import accounts_app
 from lipwa.cli_admin import api_keys_app, merchants_app
-from lipwa.cli_ops import audit_app, flags_app, mode_problem
+from lipwa.cli_ops import anomalies_app, audit_app, flags_app, mode_problem
 
 app = typer.Typer(
     help="Lipwa: a self-hosted mobile money gateway (M-Pesa and MTN MoMo).", no_args_is_help=True
@@ -89,6 +89,7 @@ keys_app = typer.Typer(help="Encryption keys for credentials at rest.", no_args_
 app.add_typer(keys_app, name="keys")
 app.add_typer(flags_app, name="flags")
 app.add_typer(audit_app, name="audit")
+app.add_typer(anomalies_app, name="anomalies")
 app.add_typer(merchants_app, name="merchants")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(api_keys_app, name="api-keys")

@@ -24,6 +24,9 @@ T = TypeVar("T")
 console = Console()
 flags_app = typer.Typer(help="Kill switches and percentage rollouts.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit log of operator actions.", no_args_is_help=True)
+anomalies_app = typer.Typer(
+    help="Provider reports kept as anomalies instead of being applied.", no_args_is_help=True
+)
 
 
 def _run(work: Callable[[AsyncSession], Awaitable[T]], *, write: bool = False) -> T:
@@ -153,4 +156,26 @@ def audit_list(
         return [entry_view(e) for e in await list_entries(session, query)]
 
     columns = ["id", "at", "actor", "action", "target", "reason"]
+    _print(_run(work), columns, as_json)
+
+
+@anomalies_app.command("list")
+def anomalies_list(
+    merchant: str | None = typer.Option(None, help="Only this merchant's."),
+    kind: str | None = typer.Option(None, help="e.g. contradicting_report, callback_mismatch"),
+    since: str | None = typer.Option(None, help="ISO time with zone, e.g. 2025-01-31T00:00Z."),
+    limit: int = typer.Option(50, min=1, max=500),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show anomalies, newest first: each needs a person to look at the payment (and the
+    provider's statement) and settle it with the payer or the merchant."""
+    from lipwa.services.anomalies import AnomalyFilter, anomaly_view, list_anomalies
+
+    after = _since(since)
+
+    async def work(session: AsyncSession) -> list[dict[str, Any]]:
+        query = AnomalyFilter(merchant, kind, after, limit)
+        return [anomaly_view(a) for a in await list_anomalies(session, query)]
+
+    columns = ["id", "created_at", "kind", "merchant_id", "subject_id", "detail"]
     _print(_run(work), columns, as_json)

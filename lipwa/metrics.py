@@ -30,6 +30,13 @@ RATE_LIMIT_STORAGE_ERRORS = Counter(
     "unchecked (fail open).",
 )
 
+ANOMALIES = Counter(
+    "lipwa_anomalies_total",
+    "Provider reports kept as anomalies instead of being applied (they contradict a final "
+    "state or another record), by kind.",
+    ["kind"],
+)
+
 GUARD_REFUSALS = Counter(
     "lipwa_guard_refusals_total",
     "Payment requests refused by a guard before any write or provider call, by error code "

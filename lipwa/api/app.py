@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from lipwa import __version__
 from lipwa.api import admin, callbacks, errors, events, health, payments, recovery, webhooks
+from lipwa.api import anomalies as anomalies_api
 from lipwa.api import audit as audit_api
 from lipwa.api import balances as balances_api
 from lipwa.api import c2b as c2b_api
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.include_router(admin.router)
     app.include_router(flags_api.router)
     app.include_router(audit_api.router)
+    app.include_router(anomalies_api.router)
     app.include_router(reconciliations_api.router)
     app.include_router(reports_api.router)
     app.include_router(reports_api.admin_router)

@@ -24,6 +24,7 @@ EXPECTED_ALERTS = frozenset(
         "LipwaPaymentUnresolvedTooLong",
         "LipwaWebhookDeliveriesFailing",
         "LipwaWorkerDown",
+        "LipwaAnomalies",
         "LipwaWebhookDeliveriesGivenUp",
         "LipwaApiSlow",
     }

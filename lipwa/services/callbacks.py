@@ -20,8 +20,9 @@ from lipwa.domain.states import PaymentStatus, Transition
 from lipwa.providers.base import ProviderReport, ReportState
 from lipwa.providers.momo.client import parse_momo_callback
 from lipwa.providers.mpesa.client import parse_stk_callback
+from lipwa.services import anomalies
 from lipwa.services.transitions import Change, apply
-from lipwa.store.tables import Anomaly, InboundCallback, Payment, ProviderAccount
+from lipwa.store.tables import InboundCallback, Payment, ProviderAccount
 
 log = structlog.get_logger("lipwa.callbacks")
 
@@ -167,20 +168,18 @@ class CallbackService:
         detail: str,
         report: ProviderReport,
     ) -> None:
-        session.add(
-            Anomaly(
-                merchant_id=payment.merchant_id,
-                payment_id=payment.id,
-                kind=kind,
-                detail={
-                    "detail": detail,
-                    "reported_state": report.state.value,
-                    "provider_code": report.raw_code,
-                    "receipt": report.receipt,
-                    "amount": str(report.amount) if report.amount is not None else None,
-                },
-                created_at=utcnow(),
-            )
+        anomalies.record(
+            session,
+            payment.merchant_id,
+            payment.id,
+            kind,
+            {
+                "detail": detail,
+                "reported_state": report.state.value,
+                "provider_code": report.raw_code,
+                "receipt": report.receipt,
+                "amount": str(report.amount) if report.amount is not None else None,
+            },
         )
 
     async def unprocessed(self, older_than_s: float = 5.0, limit: int = 100) -> list[int]:

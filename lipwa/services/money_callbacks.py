@@ -29,6 +29,7 @@ from lipwa.domain.states import PaymentStatus
 from lipwa.providers.base import ProviderReport, ReportState
 from lipwa.providers.momo.callbacks import parse_momo_callback
 from lipwa.providers.mpesa import results
+from lipwa.services import anomalies
 from lipwa.services.money_states import (
     OPEN_STATUSES,
     MoneyChange,
@@ -38,7 +39,7 @@ from lipwa.services.money_states import (
     transition,
 )
 from lipwa.services.money_views import payout_view, refund_view
-from lipwa.store.tables import Anomaly, InboundCallback, Payout, ProviderAccount, Refund
+from lipwa.store.tables import InboundCallback, Payout, ProviderAccount, Refund
 
 log = structlog.get_logger("lipwa.money_callbacks")
 
@@ -192,14 +193,8 @@ class MoneyCallbacks:
         return decision.value, None
 
     async def _anomaly(self, session: AsyncSession, target: MoneyRow, detail: str) -> Applied:
-        session.add(
-            Anomaly(
-                merchant_id=target.merchant_id,
-                payment_id=target.id,
-                kind="callback_mismatch",
-                detail={"detail": detail},
-                created_at=utcnow(),
-            )
+        anomalies.record(
+            session, target.merchant_id, target.id, "callback_mismatch", {"detail": detail}
         )
         return "anomaly", detail
 

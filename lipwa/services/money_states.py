@@ -19,8 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from lipwa.clock import utcnow
 from lipwa.domain.states import PaymentStatus, Transition, decide_transition
 from lipwa.providers.base import SendOutcome, SendResult
+from lipwa.services import anomalies
 from lipwa.services.transitions import record_event
-from lipwa.store.tables import Anomaly, Payout, Refund
+from lipwa.store.tables import Payout, Refund
 
 MoneyRow = Payout | Refund
 MoneyModel = type[Payout] | type[Refund]
@@ -83,20 +84,18 @@ async def _once(
     else:
         decision = decide_transition(PaymentStatus(row.status), change.status)
     if decision is Transition.ANOMALY:
-        session.add(
-            Anomaly(
-                merchant_id=row.merchant_id,
-                payment_id=row.id,
-                kind=f"{kind_of(model)}_contradicting_report",
-                detail={
-                    "current_status": row.status,
-                    "reported_status": change.status.value,
-                    "source": change.source,
-                    "provider_code": change.provider_code,
-                    "receipt": change.receipt,
-                },
-                created_at=utcnow(),
-            )
+        anomalies.record(
+            session,
+            row.merchant_id,
+            row.id,
+            f"{kind_of(model)}_contradicting_report",
+            {
+                "current_status": row.status,
+                "reported_status": change.status.value,
+                "source": change.source,
+                "provider_code": change.provider_code,
+                "receipt": change.receipt,
+            },
         )
         return decision
     if decision is Transition.NOOP:

@@ -19,8 +19,9 @@ from lipwa.clock import isoformat, utcnow
 from lipwa.domain.ids import new_id
 from lipwa.domain.money import format_amount
 from lipwa.domain.states import PaymentStatus, Transition, decide_transition
+from lipwa.services import anomalies
 from lipwa.services.fees import success_fees
-from lipwa.store.tables import Anomaly, Event, Payment, WebhookDelivery, WebhookEndpoint
+from lipwa.store.tables import Event, Payment, WebhookDelivery, WebhookEndpoint
 
 OPEN_STATUSES = (PaymentStatus.PENDING.value, PaymentStatus.UNKNOWN.value)
 
@@ -173,20 +174,18 @@ async def _apply_once(
         reported_failure=change.failure_code,
     )
     if decision is Transition.ANOMALY:
-        session.add(
-            Anomaly(
-                merchant_id=payment.merchant_id,
-                payment_id=payment.id,
-                kind="contradicting_report",
-                detail={
-                    "current_status": payment.status,
-                    "reported_status": change.status.value,
-                    "source": change.source,
-                    "provider_code": change.provider_code,
-                    "receipt": change.receipt,
-                },
-                created_at=utcnow(),
-            )
+        anomalies.record(
+            session,
+            payment.merchant_id,
+            payment.id,
+            "contradicting_report",
+            {
+                "current_status": payment.status,
+                "reported_status": change.status.value,
+                "source": change.source,
+                "provider_code": change.provider_code,
+                "receipt": change.receipt,
+            },
         )
         return decision
     if decision is Transition.NOOP:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import httpx
+from prometheus_client import REGISTRY
+from typer.testing import CliRunner
 
+from lipwa.cli import app as cli_app
 from lipwa.simulator.core import Simulator
 from tests.gateway.conftest import Merchant, db_rows, events_for
+from tests.gateway.test_reconciliation import cli_env
 
 
 def set_faults(sim_url: str, **faults: float) -> None:
@@ -115,9 +120,16 @@ def test_forged_callback_on_a_real_url_changes_nothing(
 def test_final_state_never_changes_contradiction_is_an_anomaly(
     merchant: Merchant, database_url: str
 ) -> None:
+    def counted() -> float:
+        sample = REGISTRY.get_sample_value(
+            "lipwa_anomalies_total", {"kind": "contradicting_report"}
+        )
+        return sample or 0.0
+
     payment = merchant.pay(amount="10", currency="KES", phone="0708374149").json()
     final = merchant.wait_final(payment["id"])
     assert final["status"] == "succeeded"
+    before = counted()
     url = f"{merchant.accounts['mpesa']['callback_url']}/stk/{payment['id']}"
     late = httpx.post(url, json=stk_callback(checkout_id_of(database_url, payment["id"]), 1032))
     assert late.status_code == 200
@@ -129,6 +141,20 @@ def test_final_state_never_changes_contradiction_is_an_anomaly(
     )
     assert [a["kind"] for a in anomalies] == ["contradicting_report"]
     assert events_for(merchant, payment["id"]) == ["payment.created", "payment.succeeded"]
+    # An operator hears of it: counted (LipwaAnomalies alerts) and listed.
+    assert counted() == before + 1
+    with merchant.gateway.admin() as admin:
+        listed = admin.get("/admin/v1/anomalies", params={"merchant_id": merchant.id}).json()
+    [anomaly] = listed["data"]
+    assert (anomaly["subject_id"], anomaly["kind"]) == (payment["id"], "contradicting_report")
+    assert anomaly["detail"]["current_status"] == "succeeded"
+    assert anomaly["detail"]["reported_status"] == "failed"
+    shown = CliRunner().invoke(
+        cli_app, ["anomalies", "list", "--merchant", merchant.id, "--json"],
+        env=cli_env(merchant.gateway),
+    )
+    assert shown.exit_code == 0, shown.output
+    assert [a["subject_id"] for a in json.loads(shown.output)] == [payment["id"]]
 
 
 def test_callback_is_stored_raw_before_it_is_applied(merchant: Merchant, database_url: str) -> None:
