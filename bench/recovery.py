@@ -60,7 +60,7 @@ from bench.common import (
     wait_ready,
     write_results,
 )
-from bench.gateway import postgres_reachable, recreate_postgres
+from bench.gateway import analyze_postgres, postgres_reachable, recreate_postgres
 from bench.loadgen import kenya_stamp, phone_suffix
 from lipwa.clock import utcnow
 from lipwa.domain.ids import new_id
@@ -383,6 +383,8 @@ def measure(
     accounts = make_accounts(url, sim, config.accounts, config.out_dir / "logs")
     made = time.perf_counter()
     per_provider = make_backlog(url, sim, accounts, scenario)
+    if database == "postgres":
+        analyze_postgres(url)  # the bulk-inserted backlog, planned as in a database in service
     backlog_s = time.perf_counter() - made
     row: dict[str, Any] = {
         "scenario": scenario.name,
