@@ -134,7 +134,7 @@ class Container:
                     stale_send_s=settings.stale_send_after_s,
                     resend_window_s=settings.momo_approval_window_s,
                 ),
-                pacer=Pacer(settings.momo_status_per_second),
+                pacer=Pacer(settings.momo_status_per_second, rate_limits.shared_storage),
                 circuits=circuits,
             ),
             flags=flags,

@@ -72,6 +72,11 @@ class RateLimits:
         self._storage = storage
         self._limiter = MovingWindowRateLimiter(storage)
 
+    @property
+    def shared_storage(self) -> Storage | None:
+        """The Redis storage every process shares, or None when counters live in memory."""
+        return None if isinstance(self._storage, MemoryStorage) else self._storage
+
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimits:
         if settings.redis_url:
