@@ -180,6 +180,7 @@ async def _merchant_page(
     notice: str | None = None,
 ) -> Response:
     await refresh_setup_status(c, merchant_id)
+    envs = _environments(session)
     async with c.sessions() as db:
         merchant = await db.get(Merchant, merchant_id)
         if merchant is None:
@@ -191,7 +192,11 @@ async def _merchant_page(
                 title="Not found",
                 message="No such merchant.",
             )
-        rows = await accounts.list_accounts(db, merchant_id)
+        # A merchant key's session sees its own environment's accounts only: a test key must
+        # never learn a production account's callback URL (its token is the callback's secret).
+        rows = [
+            a for a in await accounts.list_accounts(db, merchant_id) if a.environment in envs
+        ]
         keys = list(
             await db.scalars(
                 select(ApiKey).where(ApiKey.merchant_id == merchant_id, ApiKey.revoked_at.is_(None))
@@ -204,7 +209,6 @@ async def _merchant_page(
         notice = f"Account {added} added. Send a test payment to finish its setup."
     elif notice is None and live in ids:
         notice = f"Account {live} is live."
-    envs = _environments(session)
     return render(
         request,
         "merchant.html",

@@ -171,3 +171,29 @@ def test_a_single_use_link_is_busy_while_its_prompt_is_being_sent(
     with merchant.client() as api:
         payments = api.get("/v1/payments", params={"reference": link["id"]}).json()["data"]
     assert len(payments) == 1
+
+
+def test_a_test_key_session_never_sees_production_callback_urls(merchant: Merchant) -> None:
+    with merchant.gateway.admin() as admin:
+        production = admin.post(
+            f"/admin/v1/merchants/{merchant.id}/accounts",
+            json={
+                "provider": "mpesa",
+                "environment": "production",
+                "credentials": {
+                    "consumer_key": "FAKE-key", "consumer_secret": "FAKE-secret",
+                    "shortcode": "600000", "kind": "paybill", "passkey": "FAKE-passkey",
+                },
+            },
+        ).json()  # fmt: skip
+    sandbox_url = merchant.accounts["mpesa"]["callback_url"]
+    with httpx.Client(base_url=merchant.gateway.url) as c:
+        token = c.get("/signin").text.split('name="csrf_token" value="')[1].split('"')[0]
+        c.post("/signin", data={"credential": merchant.api_key, "csrf_token": token})
+        page = c.get(f"/merchants/{merchant.id}").text
+    assert sandbox_url in page
+    assert production["callback_url"] not in page and production["id"] not in page
+    with httpx.Client(base_url=merchant.gateway.url) as c:
+        token = c.get("/signin").text.split('name="csrf_token" value="')[1].split('"')[0]
+        c.post("/signin", data={"credential": ADMIN_TOKEN, "csrf_token": token})
+        assert production["callback_url"] in c.get(f"/merchants/{merchant.id}").text
