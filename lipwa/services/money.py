@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lipwa.config import Settings
 from lipwa.services.flags import FlagCache
+from lipwa.services.guards import default_policy
 from lipwa.services.money_callbacks import MoneyCallbacks
 from lipwa.services.money_recovery import MoneyRecovery
 from lipwa.services.payouts import PayoutService
@@ -40,6 +41,7 @@ class MoneyServices:
             idempotency_wait_s=settings.idempotency_wait_s,
             flags=flags,
             prefix_overrides=settings.prefix_overrides,
+            guard_defaults=default_policy(settings),
         )
         refunds = RefundService(
             sessions,

@@ -64,22 +64,27 @@ class _NoObserve:
         return None
 
 
-def payer_lock_key(caller: Caller, msisdn: str) -> int:
-    """A signed 64-bit key for pg_advisory_xact_lock, one per merchant, mode and phone."""
+def turn_key(purpose: str, caller: Caller, msisdn: str) -> int:
+    """A signed 64-bit key for pg_advisory_xact_lock, one per purpose, merchant, mode and
+    phone."""
     digest = hashlib.blake2b(
-        f"payer|{caller.merchant_id}|{caller.mode}|{msisdn}".encode(), digest_size=8
+        f"{purpose}|{caller.merchant_id}|{caller.mode}|{msisdn}".encode(), digest_size=8
     ).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+async def take_turn(session: AsyncSession, purpose: str, caller: Caller, msisdn: str) -> None:
+    """Wait until no other transaction holds this phone's turn, then hold it until this
+    transaction ends (PostgreSQL; SQLite transactions already take turns)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(func.pg_advisory_xact_lock(turn_key(purpose, caller, msisdn))))
 
 
 class PayerTurn(_NoObserve):
     async def check(
         self, session: AsyncSession, caller: Caller, plan: Plan, data: PaymentIn
     ) -> None:
-        if session.get_bind().dialect.name != "postgresql":
-            return
-        key = payer_lock_key(caller, plan.phone.msisdn)
-        await session.execute(select(func.pg_advisory_xact_lock(key)))
+        await take_turn(session, "payer", caller, plan.phone.msisdn)
 
 
 class PayerGuard(_NoObserve):

@@ -36,8 +36,10 @@ from lipwa.domain.money import (
     to_provider_units,
 )
 from lipwa.domain.phones import Network, normalise_phone, provider_for_network
+from lipwa.domain.policy import GuardPolicy
 from lipwa.domain.states import PaymentStatus
 from lipwa.errors import ApiError, invalid
+from lipwa.metrics import GUARD_REFUSALS
 from lipwa.providers.base import SendOutcome, SendResult
 from lipwa.services import idempotency
 from lipwa.services.accounts import Caller, callback_base
@@ -46,8 +48,10 @@ from lipwa.services.flags import FlagCache, switch_refusal
 from lipwa.services.idempotency import Outcome, request_hash
 from lipwa.services.money_states import emit, record_send
 from lipwa.services.money_views import payout_view
+from lipwa.services.payer_guards import take_turn
 from lipwa.services.providers import ProviderRegistry
-from lipwa.store.tables import Merchant, Payout, ProviderAccount
+from lipwa.services.ratelimit import merchant_policy
+from lipwa.store.tables import IdempotencyKey, Merchant, Payout, ProviderAccount
 
 log = structlog.get_logger("lipwa.payouts")
 
@@ -101,7 +105,9 @@ class PayoutService:
         idempotency_wait_s: float = 15.0,
         flags: FlagCache | None = None,
         prefix_overrides: dict[str, Network] | None = None,
+        guard_defaults: GuardPolicy | None = None,
     ) -> None:
+        self._defaults = guard_defaults or GuardPolicy()
         self._sessions = sessions
         self._registry = registry
         self._public_url = public_url
@@ -230,6 +236,10 @@ class PayoutService:
         )
         try:
             async with self._sessions() as session, session.begin():
+                # Payouts to one phone take turns, so the duplicate check sees every earlier one.
+                await take_turn(session, "payee", caller, plan.msisdn)
+                if await self._duplicate(session, caller, payout, key):
+                    return None  # a twin with this key got there first: replay its answer
                 idempotency.claim(session, caller.merchant_id, key, METHOD_PATH, digest, now)
                 await session.flush()
                 session.add(payout)
@@ -243,6 +253,46 @@ class PayoutService:
         except IntegrityError:
             return None
         return payout
+
+    async def _duplicate(
+        self, session: AsyncSession, caller: Caller, payout: Payout, key: str
+    ) -> bool:
+        """True when a twin with this key wrote the same payout first; raises 409
+        ``duplicate_payout`` when another key did, within the merchant's duplicate window:
+        a payout cannot be taken back, so a retry with a new key must not pay twice."""
+        window_s = (await merchant_policy(session, caller, self._defaults)).duplicate_window_s
+        if window_s <= 0:
+            return False
+        original = await session.scalar(
+            select(Payout.id)
+            .where(
+                Payout.merchant_id == caller.merchant_id,
+                Payout.mode == caller.mode,
+                Payout.phone == payout.phone,
+                Payout.amount == payout.amount,
+                Payout.currency == payout.currency,
+                Payout.reference == payout.reference,
+                Payout.created_at >= payout.created_at - timedelta(seconds=window_s),
+                Payout.status.not_in((PaymentStatus.FAILED.value, CANCELLED)),
+            )
+            .order_by(Payout.created_at.desc())
+            .limit(1)
+        )
+        if original is None:
+            return False
+        if await session.get(IdempotencyKey, (caller.merchant_id, key)) is not None:
+            return True
+        GUARD_REFUSALS.labels(code="duplicate_payout").inc()
+        raise ApiError(
+            409,
+            "invalid_request_error",
+            "duplicate_payout",
+            f"{original} already pays this phone the same amount with the same reference. To "
+            "retry safely resend with the same Idempotency-Key; for a new payout use a new "
+            "reference.",
+            "reference",
+            extra={"payout_id": original},
+        )
 
     # ----- approval -----------------------------------------------------------------------------
     async def approve(self, payout_id: str, *, caller: Caller | None) -> dict[str, Any]:

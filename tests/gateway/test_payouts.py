@@ -321,6 +321,48 @@ def test_cancel_while_awaiting_and_admin_approval(
         assert c.post(f"/v1/payouts/{waiting['id']}/cancel").status_code == 409
 
 
+def test_a_retry_with_a_new_key_never_pays_out_twice(
+    merchant_factory: Callable[..., Merchant], sim_url: str, database_url: str
+) -> None:
+    merchant = merchant_factory(settings={"duplicate_window_s": 600})
+    body = {"amount": "150", "currency": "KES", "phone": MPESA_PHONE, "reference": "po-dup-1"}
+    key = str(uuid.uuid4())
+    first = post_payout(merchant, key=key, **body)
+    assert first.status_code == 201, first.text
+    again = post_payout(merchant, **body)  # a new key for the same payout
+    assert again.status_code == 409, again.text
+    error = again.json()["error"]
+    assert (error["code"], error["param"]) == ("duplicate_payout", "reference")
+    assert error["payout_id"] == first.json()["id"]
+    replay = post_payout(merchant, key=key, **body)  # the same key replays
+    assert replay.status_code == 201 and replay.json()["id"] == first.json()["id"]
+    assert final(merchant, first.json()["id"])["status"] == "succeeded"
+    assert b2c_sent(sim_url, first.json()["provider_request_id"]) == 1
+
+    # Eight at once, each with its own key: one payout.
+    racing = {**body, "reference": "po-dup-2"}
+
+    async def fire() -> list[httpx.Response]:
+        async with httpx.AsyncClient(
+            base_url=merchant.gateway.url,
+            headers={"Authorization": f"Bearer {merchant.api_key}"},
+            timeout=60,
+        ) as client:
+            return await asyncio.gather(*(
+                client.post("/v1/payouts", json={**racing, "reason": "Cashback"},
+                            headers={"Idempotency-Key": str(uuid.uuid4())})
+                for _ in range(8)
+            ))  # fmt: skip
+
+    answers = asyncio.run(fire())
+    assert sorted(a.status_code for a in answers) == [201] + [409] * 7
+    rows = db_rows(database_url, "SELECT id FROM payouts WHERE merchant_id = :m AND reference = :r",
+                   m=merchant.id, r="po-dup-2")  # fmt: skip
+    assert len(rows) == 1
+    # Another reference is another payout.
+    assert post_payout(merchant, **{**body, "reference": "po-dup-3"}).status_code == 201
+
+
 def test_approval_keeps_waiting_while_its_account_is_disabled_or_switched_off(
     merchant_factory: Callable[..., Merchant], sim_url: str, gateway: Gateway
 ) -> None:
