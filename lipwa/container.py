@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from lipwa.config import Settings
 from lipwa.providers.tokens import TokenCache
 from lipwa.services.accounts import ApiKeyCache
+from lipwa.services.callback_confirm import ProviderConfirmer
 from lipwa.services.callbacks import CallbackService
 from lipwa.services.circuit import CircuitBreaker
 from lipwa.services.collect import CollectService
@@ -90,6 +91,10 @@ class Container:
         circuits = CircuitBreaker(settings.circuit_failures, settings.circuit_cooldown_s)
         flags = FlagCache(sessions, settings.flags_refresh_s)
         rate_limits = RateLimits.from_settings(settings)
+        # One pace for MoMo status GETs, whether recovery or a callback's confirmation asks.
+        pacer = Pacer(settings.momo_status_per_second, rate_limits.shared_storage)
+        confirmer = ProviderConfirmer(registry, pacer)
+        callbacks = CallbackService(sessions, confirmer)
         return cls(
             settings=settings,
             engine=engine,
@@ -108,7 +113,7 @@ class Container:
                 guards=payment_guards(settings, flags, rate_limits, before_budget=[circuits]),
                 prefix_overrides=settings.prefix_overrides,
             ),
-            callbacks=CallbackService(sessions),
+            callbacks=callbacks,
             webhooks=WebhookSender(
                 sessions,
                 vault,
@@ -125,7 +130,7 @@ class Container:
             recovery=RecoveryService(
                 sessions,
                 registry,
-                CallbackService(sessions),
+                callbacks,
                 settings.public_url,
                 schedule=Schedule(
                     backoff_initial_s=settings.check_backoff_initial_s,
@@ -134,12 +139,12 @@ class Container:
                     stale_send_s=settings.stale_send_after_s,
                     resend_window_s=settings.momo_approval_window_s,
                 ),
-                pacer=Pacer(settings.momo_status_per_second, rate_limits.shared_storage),
+                pacer=pacer,
                 circuits=circuits,
             ),
             flags=flags,
             rate_limits=rate_limits,
-            money=MoneyServices.build(settings, sessions, registry, flags),
+            money=MoneyServices.build(settings, sessions, registry, flags, confirmer),
         )
 
     async def check_startup(self) -> None:

@@ -3,13 +3,19 @@
 A callback is trusted only as far as its URL: the account's unguessable token and the payment
 id are in the path, and the body must agree with what Lipwa sent (CheckoutRequestID,
 MoMo externalId, amount). Anything else is recorded and changes nothing.
+
+MoMo callbacks carry no signature, and MTN's advice is to treat them as a hint: a final MoMo
+report for an open payment is confirmed with a status GET first, and MTN's answer is what is
+applied. A report MTN does not confirm is kept as an anomaly; when MTN cannot be asked, the
+callback stays unprocessed and the callback sweep asks again.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from sqlalchemy import select, update
@@ -17,16 +23,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lipwa.clock import utcnow
 from lipwa.domain.states import PaymentStatus, Transition
-from lipwa.providers.base import ProviderReport, ReportState
+from lipwa.providers.base import ProviderReport, QueryFailure, ReportState
 from lipwa.providers.momo.client import parse_momo_callback
 from lipwa.providers.mpesa.client import parse_stk_callback
 from lipwa.services import anomalies
-from lipwa.services.transitions import Change, apply
+from lipwa.services.transitions import OPEN_STATUSES, Change, apply
 from lipwa.store.tables import InboundCallback, Payment, ProviderAccount
 
 log = structlog.get_logger("lipwa.callbacks")
 
 KEPT_HEADERS = ("content-type", "user-agent", "x-forwarded-for", "content-length")
+FINAL_REPORTS = (ReportState.SUCCEEDED, ReportState.FAILED)
 
 
 def change_from_report(report: ProviderReport, source: str) -> Change | None:
@@ -51,9 +58,28 @@ def change_from_report(report: ProviderReport, source: str) -> Change | None:
     return None
 
 
+class Confirmer(Protocol):
+    async def momo_status(
+        self, account: ProviderAccount, reference_id: str
+    ) -> ProviderReport | QueryFailure: ...
+
+
+@dataclass(frozen=True)
+class Matched:
+    """A callback matched to its payment, with what it reports."""
+
+    account: ProviderAccount
+    payment: Payment
+    report: ProviderReport
+    mismatch: str | None  # why the report cannot be about this payment
+
+
 class CallbackService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], confirmer: Confirmer | None = None
+    ) -> None:
         self._sessions = sessions
+        self._confirmer = confirmer
 
     async def receive(
         self,
@@ -92,6 +118,21 @@ class CallbackService:
     ) -> str:
         """Apply a stored callback; returns its outcome. Safe to run more than once.
         ``stored``: the row :meth:`receive` just returned, which spares reading it back."""
+        confirmed = None
+        if self._confirmer is not None:
+            to_confirm = await self._to_confirm(callback_id, token, stored)
+            if to_confirm is not None:
+                account, reference_id = to_confirm
+                answer = await self._confirmer.momo_status(account, reference_id)
+                if isinstance(answer, QueryFailure):
+                    log.warning(
+                        "callback_unconfirmed",
+                        callback_id=callback_id,
+                        error_code=answer.error_code,
+                        http_status=answer.http_status,
+                    )
+                    return "unconfirmed"  # still unprocessed: the callback sweep asks again
+                confirmed = answer
         async with self._sessions() as session, session.begin():
             row: InboundCallback | None
             if stored is not None and stored.processed_at is None:
@@ -100,7 +141,7 @@ class CallbackService:
                 row = await session.get(InboundCallback, callback_id)
             if row is None or row.processed_at is not None:
                 return row.outcome or "noop" if row else "missing"
-            outcome, detail, account_id = await self._apply(session, row, token)
+            outcome, detail, account_id = await self._apply(session, row, token, confirmed)
             row.outcome = outcome
             row.detail = detail[:300] if detail else None
             row.account_id = account_id
@@ -108,9 +149,32 @@ class CallbackService:
         log.info("callback_processed", callback_id=callback_id, kind=row.kind, outcome=outcome)
         return outcome
 
-    async def _apply(
+    async def _to_confirm(
+        self, callback_id: int, token: str, stored: InboundCallback | None
+    ) -> tuple[ProviderAccount, str] | None:
+        """(account, X-Reference-Id) when this is a final MoMo report about an open payment,
+        which MTN must confirm before it is applied; None otherwise (reads only)."""
+        if stored is not None and stored.kind != "momo":
+            return None
+        async with self._sessions() as session:
+            row = stored or await session.get(InboundCallback, callback_id)
+            if row is None or row.processed_at is not None or row.kind != "momo":
+                return None
+            matched = await self._match(session, row, token)
+        if not isinstance(matched, Matched) or matched.mismatch:
+            return None
+        if matched.report.state not in FINAL_REPORTS:
+            return None
+        payment = matched.payment
+        if payment.status not in OPEN_STATUSES or payment.provider_ref is None:
+            return None
+        return matched.account, payment.provider_ref
+
+    async def _match(
         self, session: AsyncSession, row: InboundCallback, token: str
-    ) -> tuple[str, str | None, str | None]:
+    ) -> Matched | tuple[str, str, str | None]:
+        """The callback's account, payment and report, or why there is none (outcome,
+        detail, account id). Reads only: ``row`` is not changed."""
         account = await session.scalar(
             select(ProviderAccount).where(ProviderAccount.callback_token == token)
         )
@@ -129,11 +193,29 @@ class CallbackService:
         payment = await self._find_payment(session, account, row.payment_id, provider_ref)
         if payment is None:
             return "unmatched", f"no payment for this callback (ref {provider_ref})", account.id
+        return Matched(account, payment, report, _mismatch(payment, report, provider_ref))
+
+    async def _apply(
+        self,
+        session: AsyncSession,
+        row: InboundCallback,
+        token: str,
+        confirmed: ProviderReport | None,
+    ) -> tuple[str, str | None, str | None]:
+        matched = await self._match(session, row, token)
+        if not isinstance(matched, Matched):
+            return matched
+        account, payment, report = matched.account, matched.payment, matched.report
         row.payment_id = payment.id
-        mismatch = _mismatch(payment, report, provider_ref)
-        if mismatch:
-            await self._anomaly(session, payment, "callback_mismatch", mismatch, report)
-            return "anomaly", mismatch, account.id
+        if matched.mismatch:
+            await self._anomaly(session, payment, "callback_mismatch", matched.mismatch, report)
+            return "anomaly", matched.mismatch, account.id
+        if confirmed is not None:
+            if confirmed.state not in FINAL_REPORTS:
+                detail = f"MTN reports {confirmed.state.value}, the callback {report.state.value}"
+                await self._anomaly(session, payment, "unconfirmed_callback", detail, report)
+                return "anomaly", detail, account.id
+            report = confirmed  # what MTN says, not what the callback claimed
         change = change_from_report(report, "callback")
         if change is None:
             return "noop", f"provider reports {report.state.value}", account.id

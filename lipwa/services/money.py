@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from lipwa.config import Settings
 from lipwa.services.flags import FlagCache
 from lipwa.services.guards import default_policy
-from lipwa.services.money_callbacks import MoneyCallbacks
+from lipwa.services.money_callbacks import MoneyCallbacks, MoneyConfirmer
 from lipwa.services.money_recovery import MoneyRecovery
 from lipwa.services.payouts import PayoutService
 from lipwa.services.providers import ProviderRegistry
@@ -32,6 +32,7 @@ class MoneyServices:
         sessions: async_sessionmaker[AsyncSession],
         registry: ProviderRegistry,
         flags: FlagCache | None = None,
+        confirmer: MoneyConfirmer | None = None,
     ) -> MoneyServices:
         payouts = PayoutService(
             sessions,
@@ -60,7 +61,7 @@ class MoneyServices:
         return cls(
             payouts=payouts,
             refunds=refunds,
-            callbacks=MoneyCallbacks(sessions),
+            callbacks=MoneyCallbacks(sessions, confirmer),
             recovery=MoneyRecovery(
                 sessions, registry, settings.public_url, payouts, refunds, schedule
             ),

@@ -11,6 +11,8 @@ URL kinds (``/callbacks/<account token>/<kind>/<payout or refund id>``):
 
 Trust is as for payments: the token and id in the URL, and a body that agrees with what was
 sent (OriginatorConversationID, externalId, amount). Anything else is recorded, changes nothing.
+A final MoMo report about an open payout or refund is confirmed with MTN first, and MTN's answer
+is applied (``lipwa.services.callbacks`` explains why).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from sqlalchemy import select
@@ -26,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lipwa.clock import utcnow
 from lipwa.domain.states import PaymentStatus
-from lipwa.providers.base import ProviderReport, ReportState
+from lipwa.providers.base import ProviderReport, QueryFailure, ReportState
 from lipwa.providers.momo.callbacks import parse_momo_callback
 from lipwa.providers.mpesa import results
 from lipwa.services import anomalies
@@ -52,14 +54,38 @@ ALREADY_REFUNDED = "already_refunded"
 SOON = timedelta(seconds=1)
 
 Applied = tuple[str, str | None]  # outcome, detail
+FINAL_REPORTS = (ReportState.SUCCEEDED, ReportState.FAILED)
+
+
+class MoneyConfirmer(Protocol):
+    async def momo_money_status(
+        self, account: ProviderAccount, kind: str, reference_id: str
+    ) -> ProviderReport | QueryFailure: ...
 
 
 class MoneyCallbacks:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], confirmer: MoneyConfirmer | None = None
+    ) -> None:
         self._sessions = sessions
+        self._confirmer = confirmer
 
     async def process(self, callback_id: int, token: str) -> str:
         """Apply one stored callback; returns its outcome. Safe to run more than once."""
+        confirmed = None
+        if self._confirmer is not None:
+            to_confirm = await self._to_confirm(callback_id, token)
+            if to_confirm is not None:
+                answer = await self._confirmer.momo_money_status(*to_confirm)
+                if isinstance(answer, QueryFailure):
+                    log.warning(
+                        "money_callback_unconfirmed",
+                        callback_id=callback_id,
+                        error_code=answer.error_code,
+                        http_status=answer.http_status,
+                    )
+                    return "unconfirmed"  # still unprocessed: the sweep asks again
+                confirmed = answer
         async with self._sessions() as session, session.begin():
             row = await session.get(InboundCallback, callback_id)
             if row is None:
@@ -69,7 +95,7 @@ class MoneyCallbacks:
             account = await session.scalar(
                 select(ProviderAccount).where(ProviderAccount.callback_token == token)
             )
-            outcome, detail = await self._apply(session, row, account)
+            outcome, detail = await self._apply(session, row, account, confirmed)
             row.outcome = outcome
             row.detail = detail[:300] if detail else None
             row.account_id = account.id if account else None
@@ -79,8 +105,42 @@ class MoneyCallbacks:
         )
         return outcome
 
+    async def _to_confirm(
+        self, callback_id: int, token: str
+    ) -> tuple[ProviderAccount, str, str] | None:
+        """(account, kind, X-Reference-Id) when this is a final MoMo report about an open
+        payout or refund, which MTN must confirm first; None otherwise (reads only)."""
+        async with self._sessions() as session:
+            row = await session.get(InboundCallback, callback_id)
+            if row is None or row.processed_at is not None or row.kind not in MOMO_KINDS:
+                return None
+            account = await session.scalar(
+                select(ProviderAccount).where(ProviderAccount.callback_token == token)
+            )
+            if account is None or account.provider != "momo" or not row.payment_id:
+                return None
+            model: MoneyModel = Payout if row.kind in PAYOUT_KINDS else Refund
+            target: MoneyRow | None = await session.get(model, row.payment_id)
+            if target is None or target.account_id != account.id:
+                return None
+            if target.status not in OPEN_STATUSES:
+                return None
+        try:
+            report = parse_momo_callback(json.loads(row.body) if row.body else None)
+        except ValueError:
+            return None
+        if report is None or report.state not in FINAL_REPORTS:
+            return None
+        if report.external_id is not None and report.external_id != target.id:
+            return None
+        return account, row.kind, target.provider_request_id
+
     async def _apply(
-        self, session: AsyncSession, row: InboundCallback, account: ProviderAccount | None
+        self,
+        session: AsyncSession,
+        row: InboundCallback,
+        account: ProviderAccount | None,
+        confirmed: ProviderReport | None = None,
     ) -> Applied:
         if account is None:
             return "forged", "no account has this callback token"
@@ -98,7 +158,7 @@ class MoneyCallbacks:
         except ValueError:
             payload = None
         if row.kind in MOMO_KINDS:
-            return await self._momo(session, model, target, payload)
+            return await self._momo(session, model, target, payload, confirmed)
         if row.kind in ("b2c-timeout", "reversal-timeout"):
             return await self._queue_timeout(session, model, target, payload)
         envelope = results.parse_result(payload)
@@ -125,13 +185,23 @@ class MoneyCallbacks:
 
     # ----- by kind ------------------------------------------------------------------------------
     async def _momo(
-        self, session: AsyncSession, model: MoneyModel, target: MoneyRow, payload: Any
+        self,
+        session: AsyncSession,
+        model: MoneyModel,
+        target: MoneyRow,
+        payload: Any,
+        confirmed: ProviderReport | None,
     ) -> Applied:
         report = parse_momo_callback(payload)
         if report is None:
             return "invalid", "body is not a MoMo result"
         if report.external_id is not None and report.external_id != target.id:
             return await self._anomaly(session, target, "externalId differs")
+        if confirmed is not None:
+            if confirmed.state not in FINAL_REPORTS:
+                detail = f"MTN reports {confirmed.state.value}, the callback {report.state.value}"
+                return await self._anomaly(session, target, detail, "unconfirmed_callback")
+            report = confirmed  # what MTN says, not what the callback claimed
         return await self._report(session, model, target, report, "callback")
 
     async def _queue_timeout(
@@ -192,10 +262,10 @@ class MoneyCallbacks:
         decision = await transition(session, model, target.id, change, _view(model))
         return decision.value, None
 
-    async def _anomaly(self, session: AsyncSession, target: MoneyRow, detail: str) -> Applied:
-        anomalies.record(
-            session, target.merchant_id, target.id, "callback_mismatch", {"detail": detail}
-        )
+    async def _anomaly(
+        self, session: AsyncSession, target: MoneyRow, detail: str, kind: str = "callback_mismatch"
+    ) -> Applied:
+        anomalies.record(session, target.merchant_id, target.id, kind, {"detail": detail})
         return "anomaly", detail
 
     # ----- the sweep of callbacks stored but never applied --------------------------------------

@@ -261,3 +261,81 @@ def test_timeout_after_the_provider_acted_is_settled_by_the_callback(
         "payment.unknown",
         "payment.succeeded",
     ]
+
+
+# ----- MoMo callbacks are confirmed with MTN before they are applied -----------------------------
+def momo_callback(payment: dict[str, Any], status: str = "SUCCESSFUL") -> dict[str, Any]:
+    return {
+        "financialTransactionId": "FAKE-1234567",
+        "externalId": payment["id"],
+        "amount": payment["amount"].split(".")[0],
+        "currency": payment["currency"],
+        "payer": {"partyIdType": "MSISDN", "partyId": payment["phone"]},
+        "status": status,
+    }
+
+
+def momo_scenario(sim_url: str, phone: str, outcome: str) -> None:
+    body = {"provider": "momo", "phone": phone, "outcome": outcome}
+    httpx.put(f"{sim_url}/_sim/scenario", json=body).raise_for_status()
+
+
+def momo_gets(sim_url: str, reference_id: str) -> int:
+    path = f"/collection/v1_0/requesttopay/{reference_id}"
+    rows = httpx.get(f"{sim_url}/_sim/requests", params={"path": path}).json()["requests"]
+    return sum(1 for r in rows if r["method"] == "GET")
+
+
+def test_a_forged_momo_success_is_not_believed(
+    merchant: Merchant, sim_url: str, database_url: str
+) -> None:
+    momo_scenario(sim_url, "256772123400", "ongoing")
+    payment = merchant.pay(amount="3", currency="EUR", phone="+256772123400").json()
+    reference_id = db_rows(database_url, "SELECT provider_ref FROM payments WHERE id = :id",
+                           id=payment["id"])[0]["provider_ref"]  # fmt: skip
+    url = f"{merchant.accounts['momo']['callback_url']}/momo/{payment['id']}"
+    forged = httpx.put(url, json=momo_callback(payment))
+    assert forged.status_code == 200
+    assert momo_gets(sim_url, reference_id) == 1  # Lipwa asked MTN, which says PENDING
+    with merchant.client() as c:
+        assert c.get(f"/v1/payments/{payment['id']}").json()["status"] == "pending"
+    kinds = db_rows(database_url, "SELECT kind FROM anomalies WHERE payment_id = :id",
+                    id=payment["id"])  # fmt: skip
+    assert [k["kind"] for k in kinds] == ["unconfirmed_callback"]
+    assert events_for(merchant, payment["id"]) == ["payment.created"]
+
+
+def test_a_true_momo_callback_is_applied_as_mtn_confirms_it(
+    merchant: Merchant, sim_url: str, database_url: str
+) -> None:
+    payment = merchant.pay(amount="3", currency="EUR", phone="+256772123456").json()
+    final = merchant.wait_final(payment["id"])
+    assert (final["status"], final["resolved_by"]) == ("succeeded", "callback")
+    reference_id = db_rows(database_url, "SELECT provider_ref FROM payments WHERE id = :id",
+                           id=payment["id"])[0]["provider_ref"]  # fmt: skip
+    assert momo_gets(sim_url, reference_id) == 1
+    assert final["receipt"]  # MTN's financialTransactionId, from its own answer
+
+
+def test_a_momo_callback_mtn_cannot_confirm_now_is_applied_later(
+    merchant: Merchant, sim_url: str, database_url: str
+) -> None:
+    # Every status GET fails for a while: the callback is kept, unapplied, until MTN answers
+    # again (the callback sweep or the recovery's status check, whichever comes first).
+    momo_scenario(sim_url, "256772123401", "success")
+    payment = merchant.pay(amount="3", currency="EUR", phone="+256772123401").json()
+    set_faults(sim_url, error_pct=100)
+    time.sleep(1.0)  # the prompt settles and its callback arrives while MTN answers 5xx
+    with merchant.client() as c:
+        assert c.get(f"/v1/payments/{payment['id']}").json()["status"] == "pending"
+    set_faults(sim_url, error_pct=0)
+    final = merchant.wait_final(payment["id"], timeout=15)
+    assert final["status"] == "succeeded"
+    deadline = time.monotonic() + 15
+    while True:  # the stored callback is not forgotten either: it ends processed
+        [row] = db_rows(database_url, "SELECT outcome, processed_at FROM inbound_callbacks "
+                        "WHERE payment_id = :id AND kind = 'momo'", id=payment["id"])  # fmt: skip
+        if row["processed_at"] is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert row["processed_at"] is not None and row["outcome"] in {"applied", "noop"}

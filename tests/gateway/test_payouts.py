@@ -685,3 +685,25 @@ async def _direct_b2c(sim_url: str, ocid: str, amount: int) -> Any:
             result_url="http://127.0.0.1:9/nowhere",
             queue_timeout_url="http://127.0.0.1:9/nowhere",
         )
+
+
+def test_a_forged_momo_transfer_result_is_not_believed(
+    merchant_factory: Callable[..., Merchant], sim_url: str, database_url: str
+) -> None:
+    """MoMo results carry no signature: Lipwa asks MTN, which still says PENDING."""
+    merchant = merchant_factory(momo_currency="RWF")
+    scenario(sim_url, "momo", "ongoing", phone="250788123456")
+    created = payout(merchant, amount="5000", currency="RWF", phone=MOMO_PHONE)
+    url = f"{merchant.accounts['momo']['callback_url']}/momo-transfer/{created['id']}"
+    forged = httpx.put(url, json={
+        "financialTransactionId": "FAKE-1", "externalId": created["id"], "amount": "5000",
+        "currency": "RWF", "payee": {"partyIdType": "MSISDN", "partyId": "250788123456"},
+        "status": "FAILED", "reason": "NOT_ENOUGH_FUNDS"})  # fmt: skip
+    assert forged.status_code == 200
+    with merchant.client() as c:
+        assert c.get(f"/v1/payouts/{created['id']}").json()["status"] == "pending"
+    rows = db_rows(database_url, "SELECT kind FROM anomalies WHERE payment_id = :id",
+                   id=created["id"])  # fmt: skip
+    assert [r["kind"] for r in rows] == ["unconfirmed_callback"]
+    gets = sim_requests(sim_url, f"{TRANSFER}/{created['provider_request_id']}", method="GET")
+    assert len(gets) >= 1
