@@ -24,6 +24,7 @@ from lipwa.domain.errors import DomainError
 from lipwa.domain.ids import new_id
 from lipwa.domain.money import format_amount, normalise_currency, parse_amount
 from lipwa.errors import invalid, not_found
+from lipwa.services import audit
 from lipwa.services.accounts import ENVIRONMENT_FOR_MODE, Caller
 from lipwa.services.collect import COUNTRY_FOR_CURRENCY, CollectService, PaymentIn
 from lipwa.services.idempotency import Outcome
@@ -155,8 +156,11 @@ async def set_link_status(
     session: AsyncSession, caller: Caller, link_id: str, status: str
 ) -> PaymentLink:
     link = await get_link(session, caller, link_id)
-    link.status = status
-    await session.flush()
+    if link.status != status:
+        link.status = status
+        await session.flush()
+        action = "payment_link.disabled" if status == "disabled" else "payment_link.enabled"
+        await audit.record(session, caller.key_id, action, link.id, caller.merchant_id)
     return link
 
 

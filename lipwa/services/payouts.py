@@ -41,7 +41,7 @@ from lipwa.domain.states import PaymentStatus
 from lipwa.errors import ApiError, invalid
 from lipwa.metrics import GUARD_REFUSALS
 from lipwa.providers.base import SendOutcome, SendResult
-from lipwa.services import idempotency
+from lipwa.services import audit, idempotency
 from lipwa.services.accounts import Caller, callback_base
 from lipwa.services.collect import COUNTRY_FOR_CURRENCY
 from lipwa.services.flags import FlagCache, switch_refusal
@@ -329,6 +329,14 @@ class PayoutService:
             await session.refresh(payout)
             if won.rowcount == 1:  # type: ignore[attr-defined]
                 await emit(session, payout, "payout.pending", payout_view)
+                await audit.record(
+                    session,
+                    approver,
+                    "payout.approved",
+                    payout.id,
+                    payout.merchant_id,
+                    detail={"amount": str(payout.amount), "currency": payout.currency},
+                )
             elif payout.approved_by is None:
                 raise _conflict(payout, "approved")
             else:
@@ -369,6 +377,10 @@ class PayoutService:
             await session.refresh(payout)
             if won.rowcount == 1:  # type: ignore[attr-defined]
                 await emit(session, payout, "payout.cancelled", payout_view)
+                actor = caller.key_id if caller else "admin"
+                await audit.record(
+                    session, actor, "payout.cancelled", payout.id, payout.merchant_id
+                )
             elif payout.status != CANCELLED:
                 raise _conflict(payout, "cancelled")
             return payout_view(payout)

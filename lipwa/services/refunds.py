@@ -28,7 +28,7 @@ from lipwa.domain.money import format_amount, parse_amount, to_provider_units
 from lipwa.domain.states import PaymentStatus
 from lipwa.errors import invalid
 from lipwa.providers.base import SendOutcome, SendResult
-from lipwa.services import idempotency
+from lipwa.services import audit, idempotency
 from lipwa.services.accounts import Caller, callback_base
 from lipwa.services.flags import FlagCache, switch_refusal
 from lipwa.services.idempotency import Outcome, request_hash
@@ -241,6 +241,16 @@ class RefundService:
             session.add(refund)
             await session.flush()
             await emit(session, refund, "refund.created", refund_view)
+            detail = {"payment_id": payment.id, "amount": str(amount), "currency": refund.currency}
+            await audit.record(
+                session,
+                caller.key_id,
+                "refund.requested",
+                refund.id,
+                caller.merchant_id,
+                data.reason,
+                detail,
+            )
         return refund
 
     # ----- send ---------------------------------------------------------------------------------

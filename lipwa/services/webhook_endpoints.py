@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from lipwa.clock import isoformat, utcnow
 from lipwa.domain.ids import new_id
 from lipwa.errors import ApiError, invalid, not_found
+from lipwa.services import audit
 from lipwa.services.accounts import Caller
 from lipwa.store.tables import IdempotencyKey, WebhookDelivery, WebhookEndpoint
 from lipwa.vault import Vault
@@ -151,6 +152,15 @@ async def create_endpoint(
     )
     session.add(endpoint)
     await session.flush()
+    detail = {"mode": caller.mode, "host": urlsplit(url).hostname, "event_types": data.event_types}
+    await audit.record(
+        session,
+        caller.key_id,
+        "webhook_endpoint.created",
+        endpoint.id,
+        caller.merchant_id,
+        detail=detail,
+    )
     return endpoint, secret
 
 
@@ -192,6 +202,9 @@ async def disable_endpoint(
             .values(status="failed", next_attempt_at=None, last_error="endpoint disabled")
         )
         await session.flush()
+        await audit.record(
+            session, caller.key_id, "webhook_endpoint.disabled", endpoint.id, caller.merchant_id
+        )
     return endpoint
 
 
@@ -215,6 +228,15 @@ async def rotate_secret(
     endpoint.secrets_sealed = _seal(vault, endpoint.id, secret, previous)
     endpoint.updated_at = now
     await session.flush()
+    detail = {"previous_expires_at": isoformat(expires_at) if expires_at else "now"}
+    await audit.record(
+        session,
+        caller.key_id,
+        "webhook_endpoint.secret_rotated",
+        endpoint.id,
+        caller.merchant_id,
+        detail=detail,
+    )
     return endpoint, secret, expires_at
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -214,3 +216,55 @@ def test_the_cli_refuses_bad_input_and_stores_nothing(
     shown = cli(gateway, "merchants", "show", merchant.id, "--json")
     assert [k["status"] for k in json.loads(shown.output)["api_keys"]] == ["active"]
     assert merchant.api_key not in shown.output
+
+
+# ----- merchant operations in the audit log -----------------------------------------------------
+def test_merchant_operations_are_audited_by_the_key_that_made_them(
+    merchant_factory: Callable[..., Merchant], gateway: Gateway
+) -> None:
+    shop = merchant_factory(settings={"payout_approval_threshold": {"KES": "1000"}})
+    with gateway.admin() as admin:
+        [key] = admin.get(f"/admin/v1/merchants/{shop.id}/api-keys").json()["data"]
+    with shop.client() as c:
+        hook = {"url": "http://127.0.0.1:9/hook?token=FAKE-in-url", "event_types": ["*"]}
+        endpoint = c.post("/v1/webhook-endpoints", json=hook).json()
+        assert c.post(f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret").status_code == 200
+        assert c.delete(f"/v1/webhook-endpoints/{endpoint['id']}").status_code == 200
+        link = c.post("/v1/payment-links", json={"currency": "KES", "amount": "10"},
+                      headers={"Idempotency-Key": str(uuid.uuid4())}).json()  # fmt: skip
+        off = c.post(f"/v1/payment-links/{link['id']}/status", json={"status": "disabled"})
+        assert off.status_code == 200
+        waiting = c.post("/v1/payouts", headers={"Idempotency-Key": str(uuid.uuid4())}, json={
+            "amount": "2000", "currency": "KES", "phone": "0708374149", "reference": "po-a",
+            "reason": "Cashback"}).json()  # fmt: skip
+        assert c.post(f"/v1/payouts/{waiting['id']}/cancel").status_code == 200
+        paid = shop.pay(c, amount="10", currency="KES", phone="0708374149").json()
+        assert shop.wait_final(paid["id"])["status"] == "succeeded"
+        refund = c.post(f"/v1/payments/{paid['id']}/refunds", json={"reason": "damaged"},
+                        headers={"Idempotency-Key": str(uuid.uuid4())})  # fmt: skip
+        assert refund.status_code == 201, refund.text
+    with gateway.admin() as admin:
+        second = admin.post(f"/admin/v1/merchants/{shop.id}/api-keys", json={"mode": "test"})
+    with gateway.client(second.json()["key"]) as other:
+        approved = other.post("/v1/payouts", headers={"Idempotency-Key": str(uuid.uuid4())}, json={
+            "amount": "2000", "currency": "KES", "phone": "0708374149", "reference": "po-b",
+            "reason": "Cashback"}).json()  # fmt: skip
+    with shop.client() as c:
+        assert c.post(f"/v1/payouts/{approved['id']}/approve").status_code == 200
+    entries = audit(gateway, shop.id)
+    by_action = {e["action"]: e for e in entries}
+    assert (by_action["payout.approved"]["target"], by_action["payout.approved"]["actor"]) == (
+        approved["id"], key["id"])  # fmt: skip
+    for action, target in [
+        ("webhook_endpoint.created", endpoint["id"]),
+        ("webhook_endpoint.secret_rotated", endpoint["id"]),
+        ("webhook_endpoint.disabled", endpoint["id"]),
+        ("payment_link.disabled", link["id"]),
+        ("payout.cancelled", waiting["id"]),
+        ("refund.requested", refund.json()["id"]),
+    ]:
+        assert by_action[action]["target"] == target, action
+        assert by_action[action]["actor"] == key["id"], action
+    assert by_action["refund.requested"]["reason"] == "damaged"
+    assert by_action["webhook_endpoint.created"]["detail"]["host"] == "127.0.0.1"
+    assert "FAKE-in-url" not in json.dumps(entries)
