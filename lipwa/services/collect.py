@@ -66,6 +66,21 @@ class PaymentIn(BaseModel):
         None, min_length=2, max_length=2, description="Country for local numbers (07…)."
     )
     metadata: dict[str, Any] = Field(default_factory=dict)
+    account_id: str | None = Field(
+        None,
+        max_length=40,
+        description="Charge through this provider account (acct_…), e.g. a till rather than "
+        "the paybill. Default: the oldest active account for the number's network, the key's "
+        "environment and the currency.",
+    )
+
+    def request_digest(self) -> str:
+        """What an Idempotency-Key's body is compared by. ``account_id`` counts only when
+        given, so keys stored before it existed still match their retries."""
+        body = self.model_dump(mode="json")
+        if body["account_id"] is None:
+            del body["account_id"]
+        return request_hash(body)
 
 
 @dataclass(frozen=True)
@@ -137,12 +152,14 @@ class CollectService:
             raise ApiError(401, "authentication_error", "invalid_api_key", "Invalid API key")
         accounts = list(
             await session.scalars(
-                select(ProviderAccount).where(
+                select(ProviderAccount)
+                .where(
                     ProviderAccount.merchant_id == caller.merchant_id,
                     ProviderAccount.provider == provider,
                     ProviderAccount.environment == caller.environment,
                     ProviderAccount.status == "active",
                 )
+                .order_by(ProviderAccount.created_at, ProviderAccount.id)
             )
         )
         if not accounts:
@@ -163,7 +180,7 @@ class CollectService:
                 f"{provider} accounts for this number take {offered}, not {currency}",
                 "currency",
             )
-        account = matching[0]
+        account = _chosen(matching, data.account_id)
         try:
             amount = parse_amount(data.amount, currency)
             check_amount(
@@ -200,8 +217,7 @@ class CollectService:
     async def _create(
         self, caller: Caller, data: PaymentIn, idempotency_key: str, link_id: str | None
     ) -> Outcome:
-        body = data.model_dump(mode="json")
-        digest = request_hash(body)
+        digest = data.request_digest()
         # One transaction validates, runs the guards, claims the key and writes the payment
         # ahead of the provider call; nothing is written when anything refuses.
         async with self._sessions() as session:
@@ -424,6 +440,22 @@ _SEND_STATE = {
     SendOutcome.REJECTED: "rejected",
     SendOutcome.AMBIGUOUS: "ambiguous",
 }
+
+
+def _chosen(accounts: list[ProviderAccount], account_id: str | None) -> ProviderAccount:
+    """The account asked for, or the oldest; ``accounts`` are the usable ones, oldest first."""
+    if account_id is None:
+        return accounts[0]
+    for account in accounts:
+        if account.id == account_id:
+            return account
+    usable = ", ".join(a.id for a in accounts)
+    raise invalid(
+        "account_not_usable",
+        f"{account_id} cannot charge this number: it is not an active account of yours for "
+        f"its network, this key's environment and the currency (usable: {usable})",
+        "account_id",
+    )
 
 
 def _provider_texts(provider: str, data: PaymentIn) -> tuple[str, str]:

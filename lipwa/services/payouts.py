@@ -142,6 +142,8 @@ class PayoutService:
                 ProviderAccount.currency == currency,
                 ProviderAccount.status == "active",
             )
+            .order_by(ProviderAccount.created_at, ProviderAccount.id)  # the oldest, every time
+            .limit(1)
         )
         if account is None:
             raise invalid(

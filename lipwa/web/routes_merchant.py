@@ -379,6 +379,7 @@ async def send_test(
         reference=f"{TEST_REFERENCE_PREFIX}{attempt[:6]}",
         description="Lipwa setup test",
         metadata={"source": "setup_test", "account_id": account.id},
+        account_id=account.id,  # this account, not the merchant's first of its kind
     )
     try:
         outcome = await c.collect.create(caller, data, f"setup:{account.id}:{attempt}")

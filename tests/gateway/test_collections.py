@@ -107,6 +107,43 @@ def test_till_sends_buy_goods_fields(gateway: Any, sim_url: str, sim: Simulator)
     assert shop.wait_final(created["id"])["status"] == "succeeded"
 
 
+def test_a_merchant_with_a_paybill_and_a_till_chooses_per_payment(
+    merchant: Merchant, merchant_factory: Any, gateway: Any, sim_url: str
+) -> None:
+    creds = httpx.get(f"{sim_url}/_sim/credentials").json()["mpesa"]
+    with gateway.admin() as admin:
+        till = admin.post(f"/admin/v1/merchants/{merchant.id}/accounts", json={
+            "provider": "mpesa", "environment": "sandbox", "base_url": sim_url,
+            "credentials": {
+                "consumer_key": creds["consumer_key"], "consumer_secret": creds["consumer_secret"],
+                "shortcode": creds["till"]["store_number"], "kind": "till",
+                "till_number": creds["till"]["till_number"], "passkey": creds["till"]["passkey"],
+            }}).json()  # fmt: skip
+    paybill = merchant.accounts["mpesa"]["id"]
+    # Without account_id: the oldest account, the paybill, every time.
+    default = merchant.pay(amount="10", currency="KES", phone="0708374149")
+    assert default.json()["account_id"] == paybill
+    assert stk_pushes(sim_url)[-1]["body"]["TransactionType"] == "CustomerPayBillOnline"
+    chosen = merchant.pay(amount="11", currency="KES", phone="0708374149", account_id=till["id"])
+    assert chosen.status_code == 201, chosen.text
+    assert chosen.json()["account_id"] == till["id"]
+    body = stk_pushes(sim_url)[-1]["body"]
+    assert (body["TransactionType"], str(body["PartyB"])) == (
+        "CustomerBuyGoodsOnline", creds["till"]["till_number"])  # fmt: skip
+    # An account that cannot charge this number is refused by name, nothing sent.
+    pushes = len(stk_pushes(sim_url))
+    other = merchant_factory().accounts["mpesa"]["id"]
+    said = set()
+    for wrong in (merchant.accounts["momo"]["id"], other, "acct_nope"):
+        refused = merchant.pay(amount="12", currency="KES", phone="0708374149", account_id=wrong)
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert (error["code"], error["param"]) == ("account_not_usable", "account_id")
+        said.add(error["message"].replace(wrong, "…"))
+    assert len(said) == 1  # another merchant's account reads exactly like none at all
+    assert len(stk_pushes(sim_url)) == pushes
+
+
 def test_long_reference_needs_an_account_reference(merchant: Merchant, sim_url: str) -> None:
     before = len(stk_pushes(sim_url))
     response = merchant.pay(amount="10", currency="KES", phone="0708374149", reference="x" * 20)

@@ -197,3 +197,31 @@ def test_a_test_key_session_never_sees_production_callback_urls(merchant: Mercha
         token = c.get("/signin").text.split('name="csrf_token" value="')[1].split('"')[0]
         c.post("/signin", data={"credential": ADMIN_TOKEN, "csrf_token": token})
         assert production["callback_url"] in c.get(f"/merchants/{merchant.id}").text
+
+
+def test_a_setup_test_payment_goes_through_the_account_being_tested(
+    merchant: Merchant, sim_url: str
+) -> None:
+    creds = httpx.get(f"{sim_url}/_sim/credentials").json()["mpesa"]
+    with merchant.gateway.admin() as admin:
+        till = admin.post(f"/admin/v1/merchants/{merchant.id}/accounts", json={
+            "provider": "mpesa", "environment": "sandbox", "base_url": sim_url,
+            "credentials": {
+                "consumer_key": creds["consumer_key"], "consumer_secret": creds["consumer_secret"],
+                "shortcode": creds["till"]["store_number"], "kind": "till",
+                "till_number": creds["till"]["till_number"], "passkey": creds["till"]["passkey"],
+            }}).json()  # fmt: skip
+    with httpx.Client(base_url=merchant.gateway.url) as c:
+        token = c.get("/signin").text.split('name="csrf_token" value="')[1].split('"')[0]
+        c.post("/signin", data={"credential": merchant.api_key, "csrf_token": token})
+        page = c.get(f"/merchants/{merchant.id}").text
+        form = {
+            name: page.split(f'name="{name}" value="')[1].split('"')[0]
+            for name in ("csrf_token", "attempt")
+        }
+        sent = c.post(f"/merchants/{merchant.id}/accounts/{till['id']}/test",
+                      data={"phone": "0708374149", **form})  # fmt: skip
+    assert sent.status_code == 303, sent.text
+    payment_id = sent.headers["location"].rsplit("/", 1)[-1]
+    with merchant.client() as api:
+        assert api.get(f"/v1/payments/{payment_id}").json()["account_id"] == till["id"]
