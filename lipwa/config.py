@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     recovery_batch: int = 50
     recovery_concurrency: int = 10
     momo_status_per_second: int = 10
+    # The events cursor stays behind events younger than this (lipwa.services.events).
+    events_settle_s: float = Field(5.0, ge=0)
     # Circuit breaker per provider account (in memory, per process).
     circuit_failures: int = 5
     circuit_cooldown_s: float = 30.0

@@ -15,7 +15,8 @@ router = APIRouter(prefix="/v1", tags=["events"], responses=ERROR_RESPONSES)
 
 @router.get(
     "/events",
-    summary="List events oldest first; keep next_cursor to poll for new ones",
+    summary="List events oldest first; keep next_cursor to poll for new ones (events younger "
+    "than LIPWA_EVENTS_SETTLE_S come again in the next poll: drop repeats by id)",
 )
 async def read_events(
     c: ContainerDep,
@@ -27,7 +28,13 @@ async def read_events(
 ) -> dict[str, Any]:
     async with c.sessions() as session:
         return await list_events(
-            session, caller, type_=type, resource_id=resource_id, limit=limit, cursor=cursor
+            session,
+            caller,
+            type_=type,
+            resource_id=resource_id,
+            limit=limit,
+            cursor=cursor,
+            settle_s=c.settings.events_settle_s,
         )
 
 

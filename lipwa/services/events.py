@@ -1,16 +1,24 @@
-"""Reading events (the outbox), for merchants who poll instead of receiving webhooks."""
+"""Reading events (the outbox), for merchants who poll instead of receiving webhooks.
+
+Events are listed oldest first by ``created_at``, which is taken before their transaction
+commits; two transactions can commit in the opposite order. A poller whose cursor passed a
+younger event could then never see the older one committed after it. So the cursor never moves
+past an event younger than ``settle_s``: such events are returned, and returned again by the
+next poll. Pollers see every event at least once and drop repeats by event id.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from lipwa.clock import isoformat
+from lipwa.clock import isoformat, utcnow
 from lipwa.errors import invalid, not_found
 from lipwa.services.accounts import Caller
 from lipwa.store.tables import Event
@@ -43,6 +51,7 @@ async def list_events(
     resource_id: str | None = None,
     limit: int = 20,
     cursor: str | None = None,
+    settle_s: float = 5.0,
 ) -> dict[str, Any]:
     """Oldest first, so a poller can keep its cursor and never miss one."""
     query = select(Event).where(Event.merchant_id == caller.merchant_id, Event.mode == caller.mode)
@@ -58,20 +67,22 @@ async def list_events(
             raise invalid(
                 "invalid_cursor", "cursor is not one this API returned", "cursor"
             ) from exc
-        from datetime import datetime
-
         created = datetime.fromisoformat(created_iso)
         query = query.where(
             or_(Event.created_at > created, and_(Event.created_at == created, Event.id > ident))
         )
     rows = list(await session.scalars(query.order_by(Event.created_at, Event.id).limit(limit + 1)))
-    has_more = len(rows) > limit
+    more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = None
-    if rows:
-        last = rows[-1]
+    horizon = utcnow() - timedelta(seconds=settle_s)
+    settled = [e for e in rows if e.created_at <= horizon]  # a prefix: rows are oldest first
+    next_cursor = cursor
+    if settled:
+        last = settled[-1]
         raw = json.dumps([last.created_at.isoformat(), last.id]).encode()
         next_cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    # More now only if this whole page settled: otherwise the next poll starts inside it.
+    has_more = more and len(settled) == len(rows)
     return {
         "object": "list",
         "data": [event_view(e) for e in rows],

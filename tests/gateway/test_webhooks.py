@@ -559,3 +559,57 @@ def test_claims_never_overlap_and_a_crashed_claim_comes_back(
     with merchant.client() as c:
         for endpoint in endpoints:
             c.delete(f"/v1/webhook-endpoints/{endpoint['id']}")
+
+
+# ----- polling the events list -----------------------------------------------------------------
+def add_event(database_url: str, merchant: Merchant, age_s: float) -> str:
+    """An event as a transaction that started ``age_s`` ago and commits only now writes it."""
+    from datetime import timedelta
+
+    from lipwa.clock import utcnow
+    from lipwa.domain.ids import new_id
+    from lipwa.store.db import make_engine, make_sessionmaker
+    from lipwa.store.tables import Event
+
+    event_id = new_id("evt")
+
+    async def run() -> None:
+        engine = make_engine(database_url, pool_size=1)
+        try:
+            async with make_sessionmaker(engine)() as session, session.begin():
+                session.add(Event(
+                    id=event_id, merchant_id=merchant.id, mode="test", type="payment.created",
+                    resource_id="pay_polled", data={},
+                    created_at=utcnow() - timedelta(seconds=age_s),
+                ))  # fmt: skip
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    return event_id
+
+
+def poll(merchant: Merchant, cursor: str | None, limit: int = 20) -> dict[str, Any]:
+    params: dict[str, Any] = {"resource_id": "pay_polled", "limit": limit}
+    if cursor:
+        params["cursor"] = cursor
+    with merchant.client() as c:
+        page: dict[str, Any] = c.get("/v1/events", params=params).json()
+    return page
+
+
+def test_a_poller_never_misses_an_event_committed_late(
+    merchant: Merchant, database_url: str
+) -> None:
+    settled = [add_event(database_url, merchant, age_s=60 - i) for i in range(3)]
+    young = add_event(database_url, merchant, age_s=0)
+    first = poll(merchant, None, limit=2)  # settled events page on as usual
+    assert [e["id"] for e in first["data"]] == settled[:2] and first["has_more"]
+    second = poll(merchant, first["next_cursor"])
+    assert [e["id"] for e in second["data"]] == [settled[2], young]
+    assert not second["has_more"]
+    # An older event whose transaction commits only now (it began before `young` was written):
+    # the cursor stayed behind the young event, so the next poll still finds it.
+    late = add_event(database_url, merchant, age_s=2)
+    third = poll(merchant, second["next_cursor"])
+    assert [e["id"] for e in third["data"]] == [late, young]  # young again: drop it by id
