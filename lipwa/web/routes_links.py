@@ -8,15 +8,15 @@ from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from lipwa.api.deps import CallerDep, ContainerDep
 from lipwa.api.errors import ERROR_RESPONSES
-from lipwa.clock import utcnow
 from lipwa.errors import ApiError, invalid
 from lipwa.services import links
-from lipwa.services.collect import request_hash
 from lipwa.services.modes import mode_refusal
-from lipwa.store.tables import IdempotencyKey, PaymentLink
+from lipwa.services.webhook_endpoints import Idempotent
+from lipwa.store.tables import PaymentLink
 from lipwa.web import qr
 
 router = APIRouter(prefix="/v1", tags=["payment links"], responses=ERROR_RESPONSES)
@@ -50,36 +50,17 @@ async def create_link(
             "Send an Idempotency-Key header (e.g. a UUID) so a retry never creates two links",
             "Idempotency-Key",
         )
-    digest = request_hash(body.model_dump(mode="json"))
-    async with c.sessions() as session, session.begin():
-        seen = await session.get(IdempotencyKey, (caller.merchant_id, idempotency_key))
-        if seen is not None:
-            if seen.method_path != METHOD_PATH or seen.request_hash != digest:
-                raise ApiError(
-                    409,
-                    "idempotency_error",
-                    "idempotency_key_reused",
-                    "This Idempotency-Key was used with a different request",
-                    "Idempotency-Key",
-                )
-            return JSONResponse(
-                seen.response_body, status_code=201, headers={"Idempotent-Replayed": "true"}
-            )
+
+    async def action(session: AsyncSession) -> dict[str, Any]:
         link = await links.create_link(session, caller, body)
-        view = links.link_view(link, c.settings.public_url)
-        session.add(
-            IdempotencyKey(
-                merchant_id=caller.merchant_id,
-                key=idempotency_key,
-                method_path=METHOD_PATH,
-                request_hash=digest,
-                state="done",
-                response_status=201,
-                response_body=view,
-                created_at=utcnow(),
-            )
-        )
-    return JSONResponse(view, status_code=201)
+        return links.link_view(link, c.settings.public_url)
+
+    # The mode is part of what a retry is compared by; a concurrent twin replays the answer.
+    answer = await Idempotent(c.sessions, c.vault).run(
+        caller, idempotency_key, METHOD_PATH, body.model_dump(mode="json"), action, status=201
+    )
+    headers = {"Idempotent-Replayed": "true"} if answer.replayed else {}
+    return JSONResponse(answer.body, status_code=answer.status, headers=headers)
 
 
 @router.get("/payment-links/{link_id}", summary="Read a payment link")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,32 @@ def test_create_link_needs_idempotency_key_and_replays(merchant: Merchant) -> No
     assert again.status_code == 201 and again.json()["id"] == link["id"]
     assert again.headers["Idempotent-Replayed"] == "true"
     assert other.status_code == 409
+
+
+def test_concurrent_twins_get_one_link_and_another_mode_never_its_answer(
+    merchant: Merchant,
+) -> None:
+    body = {"amount": "250", "currency": "KES", "description": "Lunch"}
+    key = str(uuid.uuid4())
+
+    async def twins() -> list[httpx.Response]:
+        async with httpx.AsyncClient(
+            base_url=merchant.gateway.url,
+            headers={"Authorization": f"Bearer {merchant.api_key}", "Idempotency-Key": key},
+        ) as client:
+            return await asyncio.gather(
+                *(client.post("/v1/payment-links", json=body) for _ in range(6))
+            )
+
+    answers = asyncio.run(twins())
+    assert [a.status_code for a in answers] == [201] * 6, [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1
+    with merchant.gateway.admin() as admin:
+        live = admin.post(f"/admin/v1/merchants/{merchant.id}/api-keys", json={"mode": "live"})
+    with merchant.gateway.client(live.json()["key"]) as c:
+        crossed = c.post("/v1/payment-links", json=body, headers={"Idempotency-Key": key})
+    assert crossed.status_code == 409  # never the test link
+    assert crossed.json()["error"]["code"] == "idempotency_key_reused"
 
 
 def test_link_validation(merchant: Merchant) -> None:
