@@ -31,7 +31,24 @@ from lipwa.services.accounts import Caller
 from lipwa.store.tables import IdempotencyKey, WebhookDelivery, WebhookEndpoint
 from lipwa.vault import Vault
 
-EVENT_TYPES = ("payment.created", "payment.succeeded", "payment.failed", "payment.unknown")
+# Every type Lipwa emits (transitions.py, money_states.py, payouts.py, refunds.py).
+EVENT_TYPES = (
+    "payment.created",
+    "payment.succeeded",
+    "payment.failed",
+    "payment.unknown",
+    "payout.created",
+    "payout.awaiting_approval",
+    "payout.cancelled",
+    "payout.pending",
+    "payout.succeeded",
+    "payout.failed",
+    "payout.unknown",
+    "refund.created",
+    "refund.succeeded",
+    "refund.failed",
+    "refund.unknown",
+)
 ALL_EVENTS = "*"
 SECRET_PREFIX = "whsec_"
 ROTATION_OVERLAP = timedelta(hours=24)

@@ -265,6 +265,27 @@ def test_payment_succeeded_is_delivered_once_and_signed(
     assert rows == [{"status": "delivered", "attempts": 1}]
 
 
+def test_payout_events_can_be_subscribed_to_by_name(
+    merchant: Merchant, receiver: Receiver, gateway: Gateway
+) -> None:
+    with merchant.client() as c:
+        add_endpoint(c, receiver.url, ["payout.succeeded", "refund.failed"])
+        unknown = {"url": receiver.url, "event_types": ["payout.exploded"]}
+        refused = c.post("/v1/webhook-endpoints", json=unknown)
+        assert refused.status_code == 400
+        created = c.post("/v1/payouts", headers={"Idempotency-Key": str(uuid.uuid4())}, json={
+            "amount": "150", "currency": "KES", "phone": "0708374149", "reference": "po-hook",
+            "reason": "Cashback"}).json()  # fmt: skip
+    deadline = time.monotonic() + 20
+    with merchant.client() as c:
+        while c.get(f"/v1/payouts/{created['id']}").json()["status"] != "succeeded":
+            assert time.monotonic() < deadline, "the payout did not succeed in time"
+            time.sleep(0.1)
+    run_deliveries(gateway, lambda: len(receiver.requests) >= 1)
+    drain(gateway)
+    assert receiver.types() == ["payout.succeeded"]  # not payout.created: not subscribed
+
+
 def test_a_failed_attempt_is_retried_then_delivered(
     merchant: Merchant, receiver: Receiver, gateway: Gateway
 ) -> None:
