@@ -38,7 +38,7 @@ from lipwa.store.db import make_engine, make_sessionmaker
 FORMATS = ("table", "csv", "json")
 REVENUE_COLUMNS = [
     "merchant_id", "currency", "day", "payments", "succeeded", "failed", "open", "success_rate",
-    "gross", "provider_fees", "platform_fees", "net", "without_fees",
+    "gross", "provider_fees", "platform_fees", "refunds", "refunded", "net", "without_fees",
 ]  # fmt: skip
 
 
@@ -191,7 +191,8 @@ def revenue(
 TABLE_COLUMNS = [
     ("day", "day"), ("currency", "cur"), ("paid", "paid/n"), ("success_rate", "rate"),
     ("gross", "gross"),
-    ("provider_fees", "provider"), ("platform_fees", "platform"), ("net", "net"),
+    ("provider_fees", "provider"), ("platform_fees", "platform"), ("refunded", "refunded"),
+    ("net", "net"),
 ]  # fmt: skip
 
 
@@ -200,7 +201,12 @@ def _revenue_table(console: Console, report: dict[str, Any]) -> None:
     console.print(f"Revenue {report['from']} → {report['to']} ({report['mode']} payments)")
     for merchant_id in merchants:
         table = Table(
-            title=merchant_id, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1)
+            title=merchant_id,
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+            padding=(0, 1),
+            collapse_padding=True,  # 80 columns hold every figure whole
         )
         for key, label in TABLE_COLUMNS:
             table.add_column(label, justify="left" if key in {"day", "currency"} else "right",

@@ -8,7 +8,9 @@ Pure aggregation over plain payment facts; the query lives in ``lipwa.services.r
   is always one currency, so one zone per line is unambiguous. Shared currencies (XOF, XAF)
   take the zone of the first MTN market using them.
 - **Money**: only succeeded payments count: ``gross`` is their amount, ``net = gross -
-  provider_fees - platform_fees`` exactly. A succeeded payment without fees (succeeded before
+  provider_fees - platform_fees - refunded`` exactly, where ``refunded`` is what succeeded
+  refunds gave back, on the refund's own day (fees are not given back: M-Pesa and MTN keep
+  theirs on a reversal). A succeeded payment without fees (succeeded before
   fees existed, or unreadable fee settings) counts its fees as zero and is counted in
   ``without_fees``.
 - **Success rate**: succeeded / (succeeded + failed); open (pending/unknown) payments are not
@@ -66,6 +68,14 @@ class PaymentFigures:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class RefundFigures:
+    merchant_id: str
+    currency: str
+    amount: Decimal  # a succeeded refund
+    created_at: datetime
+
+
 @dataclass
 class Line:
     merchant_id: str
@@ -79,10 +89,12 @@ class Line:
     gross: Decimal = field(default_factory=Decimal)
     provider_fees: Decimal = field(default_factory=Decimal)
     platform_fees: Decimal = field(default_factory=Decimal)
+    refunds: int = 0
+    refunded: Decimal = field(default_factory=Decimal)
 
     @property
     def net(self) -> Decimal:
-        return self.gross - self.provider_fees - self.platform_fees
+        return self.gross - self.provider_fees - self.platform_fees - self.refunded
 
     @property
     def success_rate(self) -> Decimal | None:
@@ -102,6 +114,10 @@ class Line:
             self.failed += 1
         else:
             self.open += 1
+
+    def add_refund(self, r: RefundFigures) -> None:
+        self.refunds += 1
+        self.refunded += r.amount
 
     def view(self) -> dict[str, Any]:
         def money(value: Decimal) -> str:
@@ -123,6 +139,8 @@ class Line:
             "gross": money(self.gross),
             "provider_fees": money(self.provider_fees),
             "platform_fees": money(self.platform_fees),
+            "refunds": self.refunds,
+            "refunded": money(self.refunded),
             "net": money(self.net),
             "without_fees": self.without_fees,
         }
@@ -138,17 +156,25 @@ class Aggregator:
         self._totals: dict[tuple[str, str], Line] = {}
 
     def add(self, p: PaymentFigures) -> None:
-        day = local_day(p.currency, p.created_at)
+        for line in self._lines_for(p.merchant_id, p.currency, p.created_at):
+            line.add(p)
+
+    def add_refund(self, r: RefundFigures) -> None:
+        for line in self._lines_for(r.merchant_id, r.currency, r.created_at):
+            line.add_refund(r)
+
+    def _lines_for(self, merchant_id: str, currency: str, moment: datetime) -> list[Line]:
+        """The day's line and the range's total, made when first needed; none off range."""
+        day = local_day(currency, moment)
         if not self.first <= day <= self.last:
-            return
-        key = (p.merchant_id, p.currency, day)
+            return []
+        key = (merchant_id, currency, day)
         if key not in self._lines:
-            self._lines[key] = Line(p.merchant_id, p.currency, day)
-        self._lines[key].add(p)
-        total_key = (p.merchant_id, p.currency)
+            self._lines[key] = Line(merchant_id, currency, day)
+        total_key = (merchant_id, currency)
         if total_key not in self._totals:
-            self._totals[total_key] = Line(p.merchant_id, p.currency, None)
-        self._totals[total_key].add(p)
+            self._totals[total_key] = Line(merchant_id, currency, None)
+        return [self._lines[key], self._totals[total_key]]
 
     def result(self) -> tuple[list[Line], list[Line]]:
         """Both lists sorted: by merchant, currency and day; totals by merchant, currency."""
@@ -157,9 +183,14 @@ class Aggregator:
 
 
 def aggregate(
-    payments: Iterable[PaymentFigures], first: date, last: date
+    payments: Iterable[PaymentFigures],
+    first: date,
+    last: date,
+    refunds: Iterable[RefundFigures] = (),
 ) -> tuple[list[Line], list[Line]]:
     aggregator = Aggregator(first, last)
     for p in payments:
         aggregator.add(p)
+    for r in refunds:
+        aggregator.add_refund(r)
     return aggregator.result()

@@ -12,8 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lipwa.domain.errors import DomainError
-from lipwa.domain.revenue import Aggregator, PaymentFigures
-from lipwa.store.tables import Payment
+from lipwa.domain.revenue import Aggregator, PaymentFigures, RefundFigures
+from lipwa.store.tables import Payment, Refund
 
 MAX_DAYS = 366
 # Local days run from UTC-1 to UTC+3 in the supported markets; read one day more each side.
@@ -65,6 +65,24 @@ async def _figures(
         )
 
 
+async def _refunds(
+    session: AsyncSession, first: date, last: date, mode: str, merchant_id: str | None
+) -> AsyncIterator[RefundFigures]:
+    start = datetime.combine(first, time(0), UTC) - _MARGIN
+    end = datetime.combine(last + timedelta(days=1), time(0), UTC) + _MARGIN
+    query = select(Refund.merchant_id, Refund.currency, Refund.amount, Refund.created_at).where(
+        Refund.mode == mode,
+        Refund.status == "succeeded",
+        Refund.created_at >= start,
+        Refund.created_at < end,
+    )
+    if merchant_id:
+        query = query.where(Refund.merchant_id == merchant_id)
+    result = await session.stream(query.execution_options(yield_per=2000))
+    async for r in result:
+        yield RefundFigures(r.merchant_id, r.currency, r.amount, r.created_at)
+
+
 async def revenue_report(
     session: AsyncSession,
     first: date,
@@ -77,6 +95,8 @@ async def revenue_report(
     aggregator = Aggregator(first, last)
     async for figures in _figures(session, first, last, mode, merchant_id):
         aggregator.add(figures)
+    async for refund in _refunds(session, first, last, mode, merchant_id):
+        aggregator.add_refund(refund)
     lines, totals = aggregator.result()
     return {
         "object": "revenue_report",

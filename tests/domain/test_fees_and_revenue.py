@@ -23,7 +23,7 @@ from lipwa.domain.fees import (
     provider_tariff,
 )
 from lipwa.domain.money import CURRENCY_EXPONENT
-from lipwa.domain.revenue import PaymentFigures, aggregate, local_day
+from lipwa.domain.revenue import PaymentFigures, RefundFigures, aggregate, local_day
 
 
 def test_default_provider_estimates() -> None:
@@ -154,36 +154,41 @@ def test_revenue_lines_on_a_known_dataset() -> None:
         fig("mer_b", "KES", "failed", "50.00", d1),
         fig("mer_a", "KES", "succeeded", "999.00", datetime(2026, 2, 27, tzinfo=UTC), "1", "1"),
     ]
-    lines, totals = aggregate(figures, date(2026, 3, 1), date(2026, 3, 2))
+    refunds = [  # what succeeded refunds gave back, on their own day
+        RefundFigures("mer_a", "KES", Decimal("150.00"), d2),
+        RefundFigures("mer_a", "KES", Decimal("1.00"), datetime(2026, 3, 3, 12, tzinfo=UTC)),
+    ]
+    lines, totals = aggregate(figures, date(2026, 3, 1), date(2026, 3, 2), refunds)
     views = [line.view() for line in lines]
     assert views == [
         {
             "merchant_id": "mer_a", "currency": "KES", "day": "2026-03-01", "payments": 4,
             "succeeded": 2, "failed": 1, "open": 1, "success_rate": "0.6667",
             "gross": "1500.00", "provider_fees": "15.00", "platform_fees": "32.00",
-            "net": "1453.00", "without_fees": 0,
+            "refunds": 0, "refunded": "0.00", "net": "1453.00", "without_fees": 0,
         },
         {
             "merchant_id": "mer_a", "currency": "KES", "day": "2026-03-02", "payments": 1,
             "succeeded": 1, "failed": 0, "open": 0, "success_rate": "1.0000",
             "gross": "100.00", "provider_fees": "0.00", "platform_fees": "0.00",
-            "net": "100.00", "without_fees": 1,
+            "refunds": 1, "refunded": "150.00", "net": "-50.00", "without_fees": 1,
         },
         {
             "merchant_id": "mer_a", "currency": "RWF", "day": "2026-03-01", "payments": 1,
             "succeeded": 1, "failed": 0, "open": 0, "success_rate": "1.0000",
-            "gross": "1500", "provider_fees": "15", "platform_fees": "30", "net": "1455",
-            "without_fees": 0,
+            "gross": "1500", "provider_fees": "15", "platform_fees": "30", "refunds": 0,
+            "refunded": "0", "net": "1455", "without_fees": 0,
         },
         {
             "merchant_id": "mer_b", "currency": "KES", "day": "2026-03-01", "payments": 1,
             "succeeded": 0, "failed": 1, "open": 0, "success_rate": "0.0000",
-            "gross": "0.00", "provider_fees": "0.00", "platform_fees": "0.00", "net": "0.00",
-            "without_fees": 0,
+            "gross": "0.00", "provider_fees": "0.00", "platform_fees": "0.00", "refunds": 0,
+            "refunded": "0.00", "net": "0.00", "without_fees": 0,
         },
     ]  # fmt: skip
     kes_total = totals[0].view()
     assert (kes_total["day"], kes_total["gross"], kes_total["net"], kes_total["payments"]) == (
-        None, "1600.00", "1553.00", 5,
+        None, "1600.00", "1403.00", 5,
     )  # fmt: skip
+    assert (kes_total["refunds"], kes_total["refunded"]) == (1, "150.00")  # 3 March: off range
     assert [t.view()["currency"] for t in totals] == ["KES", "RWF", "KES"]

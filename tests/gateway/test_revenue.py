@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from lipwa.cli import app as cli_app
 from tests.gateway.conftest import Gateway, Merchant, db_rows
+from tests.gateway.money_support import wait_status
 
 FEES = {
     "platform_fees": {
@@ -62,6 +63,11 @@ def test_fees_are_stored_on_success_and_the_revenue_report_adds_up(
     assert fees_of(gateway, small["id"]) == (Decimal(0), Decimal(2))
     assert fees_of(gateway, declined["id"]) == (None, None)
     assert fees_of(gateway, momo["id"]) == (Decimal(10), Decimal(15))
+    # The small one is refunded in full: its money comes off net, its fees do not.
+    with merchant.client() as c:
+        refund = c.post(f"/v1/payments/{small['id']}/refunds", json={"reason": "returned"},
+                        headers={"Idempotency-Key": str(uuid.uuid4())}).json()  # fmt: skip
+    assert wait_status(merchant, f"/v1/refunds/{refund['id']}")["status"] == "succeeded"
 
     today = datetime.now(UTC).date()
     window = {"from": (today - timedelta(days=1)).isoformat(),
@@ -80,8 +86,9 @@ def test_fees_are_stored_on_success_and_the_revenue_report_adds_up(
         3, 2, 1, "0.6667",
     )  # fmt: skip
     assert (kes["gross"], kes["provider_fees"], kes["platform_fees"], kes["net"]) == (
-        "1050.00", "10.00", "23.00", "1017.00",
+        "1050.00", "10.00", "23.00", "967.00",
     )  # fmt: skip
+    assert (kes["refunds"], kes["refunded"], rwf["refunds"]) == (1, "50.00", 0)
     assert (rwf["gross"], rwf["provider_fees"], rwf["platform_fees"], rwf["net"]) == (
         "1001", "10", "15", "976",
     )  # fmt: skip
@@ -115,4 +122,4 @@ def test_fees_are_stored_on_success_and_the_revenue_report_adds_up(
     as_csv = CliRunner().invoke(cli_app, [*args, "--format", "csv"], env=env)
     assert as_csv.exit_code == 0 and as_csv.stdout.startswith("merchant_id,currency,day,")
     as_table = CliRunner().invoke(cli_app, args, env=env)
-    assert as_table.exit_code == 0 and "1017.00" in as_table.stdout
+    assert as_table.exit_code == 0 and "967.00" in as_table.stdout, as_table.stdout
