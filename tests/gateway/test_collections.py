@@ -30,7 +30,8 @@ def test_mpesa_payment_succeeds_with_receipt(merchant: Merchant, sim: Simulator)
     response = merchant.pay(amount="10", currency="KES", phone="0708374149", reference="inv-1")
     assert response.status_code == 201, response.text
     created = response.json()
-    assert created["status"] == "pending"
+    # pending, or succeeded already when the callback beat the answer (a loaded machine)
+    assert created["status"] in {"pending", "succeeded"}
     assert created["id"].startswith("pay_")
     assert created["amount"] == "10.00"
     assert created["phone"] == "254708374149"

@@ -95,7 +95,8 @@ def test_mpesa_payout_succeeds_once_per_idempotency_key(merchant: Merchant, sim_
     first = post_payout(merchant, key=key, **body)
     assert first.status_code == 201, first.text
     created = first.json()
-    assert created["status"] == "pending" and created["id"].startswith("po_")
+    assert created["status"] in {"pending", "succeeded"}  # the result may beat the answer
+    assert created["id"].startswith("po_")
     replay = post_payout(merchant, key=key, **body)
     assert replay.json()["id"] == created["id"]
     assert replay.headers.get("Idempotent-Replayed") == "true"
@@ -266,7 +267,7 @@ def test_approval_needs_another_key_and_nothing_is_sent_before(
 ) -> None:
     merchant = merchant_factory(settings={"payout_approval_threshold": {"KES": "50000"}})
     small = payout(merchant, amount="49999", currency="KES", phone=MPESA_PHONE)
-    assert small["status"] == "pending" and not small["approval_required"]
+    assert small["status"] in {"pending", "succeeded"} and not small["approval_required"]
     created = payout(merchant, amount="50000", currency="KES", phone=MPESA_PHONE)
     assert created["status"] == "awaiting_approval" and created["approval_required"]
     ocid = created["provider_request_id"]

@@ -505,7 +505,8 @@ def test_circuit_breaker_fails_fast_then_half_opens_and_closes(
     set_faults(sim_url, error_pct=0)
     time.sleep(gateway.settings.circuit_cooldown_s + 0.1)
     trial = merchant.pay(amount="10", currency="KES", phone="0708374101")  # half-open trial
-    assert trial.status_code == 201 and trial.json()["status"] == "pending"
+    # (succeeded already when its callback beat the answer, as on a loaded machine)
+    assert trial.status_code == 201 and trial.json()["status"] in {"pending", "succeeded"}
     with gateway.admin() as admin:
         circuits = admin.get("/admin/v1/circuits").json()["data"]
     assert account_id not in {x["account_id"] for x in circuits}
