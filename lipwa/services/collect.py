@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -107,6 +107,10 @@ class Guard(Protocol):
     async def observe(self, plan: Plan, result: SendResult) -> None: ...
 
 
+# One more refusal for one request (a payment link still open), run after the guards.
+Check = Callable[[AsyncSession], Awaitable[None]]
+
+
 class CollectService:
     def __init__(
         self,
@@ -193,9 +197,15 @@ class CollectService:
 
     # ----- the use case ---------------------------------------------------------------------
     async def create(
-        self, caller: Caller, data: PaymentIn, idempotency_key: str, link_id: str | None = None
+        self,
+        caller: Caller,
+        data: PaymentIn,
+        idempotency_key: str,
+        link_id: str | None = None,
+        also_check: Check | None = None,
     ) -> Outcome:
-        """``link_id``: the payment link this payment is made through, stored with it."""
+        """``link_id``: the payment link this payment is made through, stored with it.
+        ``also_check``: one more refusal, after the guards, in the same transaction."""
         # Keys live per mode: a live key reusing a test key's Idempotency-Key never sees its
         # answer (and vice versa).
         idempotency_key = f"{caller.mode}:{idempotency_key}"
@@ -206,16 +216,21 @@ class CollectService:
         if first is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(first.wait(), self._idempotency_wait_s)
-            return await self._create(caller, data, idempotency_key, link_id)
+            return await self._create(caller, data, idempotency_key, link_id, also_check)
         self._in_flight[slot] = done = asyncio.Event()
         try:
-            return await self._create(caller, data, idempotency_key, link_id)
+            return await self._create(caller, data, idempotency_key, link_id, also_check)
         finally:
             del self._in_flight[slot]
             done.set()
 
     async def _create(
-        self, caller: Caller, data: PaymentIn, idempotency_key: str, link_id: str | None
+        self,
+        caller: Caller,
+        data: PaymentIn,
+        idempotency_key: str,
+        link_id: str | None,
+        also_check: Check | None,
     ) -> Outcome:
         digest = data.request_digest()
         # One transaction validates, runs the guards, claims the key and writes the payment
@@ -232,7 +247,7 @@ class CollectService:
                 if abandoned is not None:
                     return abandoned
             else:
-                plan = await self._admit(session, caller, data, idempotency_key)
+                plan = await self._admit(session, caller, data, idempotency_key, also_check)
                 if plan is not None:
                     payment = await self._write_ahead(
                         session, caller, data, plan, idempotency_key, digest, link_id
@@ -252,7 +267,12 @@ class CollectService:
         return await self._record(caller, payment, result, idempotency_key)
 
     async def _admit(
-        self, session: AsyncSession, caller: Caller, data: PaymentIn, key: str
+        self,
+        session: AsyncSession,
+        caller: Caller,
+        data: PaymentIn,
+        key: str,
+        also_check: Check | None = None,
     ) -> Plan | None:
         """plan() then every guard; None if a twin with this key was admitted meanwhile (its
         payment may be what a guard refused): a retry with the same key never sees a refusal."""
@@ -260,6 +280,8 @@ class CollectService:
         try:
             for guard in self.guards:
                 await guard.check(session, caller, plan, data)
+            if also_check is not None:
+                await also_check(session)
         except ApiError:
             if await self._claimed(session, caller, key):
                 return None

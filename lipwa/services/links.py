@@ -23,11 +23,12 @@ from lipwa.clock import isoformat, utcnow
 from lipwa.domain.errors import DomainError
 from lipwa.domain.ids import new_id
 from lipwa.domain.money import format_amount, normalise_currency, parse_amount
-from lipwa.errors import invalid, not_found
+from lipwa.errors import ApiError, invalid, not_found
 from lipwa.services import audit
 from lipwa.services.accounts import ENVIRONMENT_FOR_MODE, Caller
 from lipwa.services.collect import COUNTRY_FOR_CURRENCY, CollectService, PaymentIn
 from lipwa.services.idempotency import Outcome
+from lipwa.services.payer_guards import take_turn
 from lipwa.services.transitions import OPEN_STATUSES
 from lipwa.store.tables import Merchant, Payment, PaymentLink, ProviderAccount
 
@@ -234,8 +235,23 @@ async def start_checkout(
     write-ahead on: a callback that settles it before the provider call returns already finds
     the link (and closes a single-use one)."""
     key = f"link:{link.id}:{request.attempt}"
+    caller = link_caller(link)
+
+    async def still_open(session: AsyncSession) -> None:
+        # Checkouts of one single-use link take turns: the second sees the first's payment.
+        if link.single_use:
+            await take_turn(session, "link", caller, link.id)
+        state = await link_state(session, link)
+        if not state.open:
+            raise ApiError(
+                409,
+                "invalid_request_error",
+                f"link_{state.reason}",
+                f"This payment link cannot take a payment now ({state.reason})",
+            )
+
     return await collect.create(
-        link_caller(link), checkout_payment(link, request), key, link_id=link.id
+        caller, checkout_payment(link, request), key, link_id=link.id, also_check=still_open
     )
 
 

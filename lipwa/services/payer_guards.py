@@ -64,20 +64,21 @@ class _NoObserve:
         return None
 
 
-def turn_key(purpose: str, caller: Caller, msisdn: str) -> int:
+def turn_key(purpose: str, caller: Caller, subject: str) -> int:
     """A signed 64-bit key for pg_advisory_xact_lock, one per purpose, merchant, mode and
-    phone."""
+    subject (a phone, a payment link)."""
     digest = hashlib.blake2b(
-        f"{purpose}|{caller.merchant_id}|{caller.mode}|{msisdn}".encode(), digest_size=8
+        f"{purpose}|{caller.merchant_id}|{caller.mode}|{subject}".encode(), digest_size=8
     ).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 
-async def take_turn(session: AsyncSession, purpose: str, caller: Caller, msisdn: str) -> None:
-    """Wait until no other transaction holds this phone's turn, then hold it until this
+async def take_turn(session: AsyncSession, purpose: str, caller: Caller, subject: str) -> None:
+    """Wait until no other transaction holds this subject's turn, then hold it until this
     transaction ends (PostgreSQL; SQLite transactions already take turns)."""
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(select(func.pg_advisory_xact_lock(turn_key(purpose, caller, msisdn))))
+        key = turn_key(purpose, caller, subject)
+        await session.execute(select(func.pg_advisory_xact_lock(key)))
 
 
 class PayerTurn(_NoObserve):

@@ -52,6 +52,7 @@ SSE_MAX_S = 300.0
 SSE_HEARTBEAT_S = 15.0
 
 _PAUSED = {"provider_disabled"}
+_LINK_CLOSED = {"link_busy", "link_used", "link_expired", "link_disabled"}
 _WAIT = {"payer_busy", "same_amount_too_soon", "rate_limited", "idempotency_in_progress"}
 _NETWORK = {"unsupported_network", "no_account_for_network", "currency_not_supported"}
 _AMOUNT = {"invalid_amount", "amount_too_small", "amount_too_large", "amount_not_whole"}
@@ -108,6 +109,8 @@ def _refusal_text(lang: str, error: ApiError, merchant: str) -> tuple[str, str |
     code = error.code
     if code in _PAUSED:
         return i18n.t(lang, "err_paused", merchant=merchant), None
+    if code in _LINK_CLOSED:  # another payer got there first, or the link closed meanwhile
+        return i18n.t(lang, code, merchant=merchant), None
     if code in _WAIT:
         seconds = error.headers.get("Retry-After", "")
         if seconds.isdigit() and 0 < int(seconds) <= 600:
@@ -286,7 +289,7 @@ async def link_pay(
         )
     except ApiError as exc:
         text, field = _refusal_text(lang, exc, merchant)
-        status = 503 if exc.code in _PAUSED else 400
+        status = 503 if exc.code in _PAUSED else 409 if exc.code in _LINK_CLOSED else 400
         return again(text, field, status)
     return RedirectResponse(_token_url(request, outcome.body["id"]), status_code=303)
 
@@ -448,7 +451,7 @@ async def progress_retry(
             link,
             merchant,
             lang,
-            status=503 if exc.code in _PAUSED else 400,
+            status=503 if exc.code in _PAUSED else 409 if exc.code in _LINK_CLOSED else 400,
             error=text,
             error_field=field,
         )

@@ -252,3 +252,33 @@ def test_a_setup_test_payment_goes_through_the_account_being_tested(
     payment_id = sent.headers["location"].rsplit("/", 1)[-1]
     with merchant.client() as api:
         assert api.get(f"/v1/payments/{payment_id}").json()["account_id"] == till["id"]
+
+
+def test_two_payers_at_once_pay_a_single_use_link_once(
+    merchant: Merchant, sim: Simulator
+) -> None:
+    link = create_link(merchant, amount="10", single_use=True)
+    sim.settings.prompt_seconds = 5.0  # the first payment stays open meanwhile
+    slug = link["slug"]
+    clients = [httpx.Client(base_url=merchant.gateway.url, timeout=30) for _ in range(4)]
+    forms = []
+    for c in clients:  # each payer opens the page first
+        page = c.get(f"/l/{slug}").text
+        forms.append({
+            name: page.split(f'name="{name}" value="')[1].split('"')[0]
+            for name in ("csrf_token", "attempt")
+        })  # fmt: skip
+
+    def submit(i: int) -> httpx.Response:
+        return clients[i].post(f"/l/{slug}", data={"phone": f"07083741{60 + i}", **forms[i]})
+
+    with ThreadPoolExecutor(len(clients)) as pool:
+        answers = list(pool.map(submit, range(len(clients))))
+    for c in clients:
+        c.close()
+    assert sorted(a.status_code for a in answers) == [303] + [409] * (len(clients) - 1)
+    refused = next(a for a in answers if a.status_code == 409)
+    assert "A payment through this link is in progress" in refused.text
+    with merchant.client() as api:
+        payments = api.get("/v1/payments", params={"reference": link["id"]}).json()["data"]
+    assert len(payments) == 1
