@@ -70,7 +70,8 @@ CREDENTIAL_FAILURES = Counter(
 )
 CALLBACKS = Histogram(
     "lipwa_callback_processing_seconds",
-    "Time from receiving a provider callback to answering it (stored and applied), by kind.",
+    "Time from receiving a provider callback until it is stored and applied, by kind (MoMo "
+    "callbacks are answered once stored; their confirmation with MTN counts here).",
     ["kind"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0),
 )
@@ -121,9 +122,10 @@ def webhook_delivery(outcome: str) -> None:
 
 
 @contextmanager
-def callback_timer(kind: str) -> Iterator[None]:
-    """Time one provider callback, from arrival to answer."""
-    started = time.perf_counter()
+def callback_timer(kind: str, started: float | None = None) -> Iterator[None]:
+    """Time one provider callback, from arrival (``started``, a perf_counter reading; default
+    now) until it is applied."""
+    started = time.perf_counter() if started is None else started
     try:
         yield
     finally:

@@ -1,7 +1,8 @@
 """Provider result callbacks of payouts and refunds, at per-account unguessable URLs.
 
 Stored raw (``CallbackService.receive``) before anything else, then applied; the provider gets
-its 200 even when applying fails (the worker's sweep applies it later).
+its 200 even when applying fails (the worker's sweep applies it later). Daraja's are applied
+before the answer; MoMo's after it, because applying them means asking MTN first.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from collections.abc import Awaitable, Callable
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.background import BackgroundTask
 
 from lipwa.api.deps import ContainerDep
+from lipwa.container import Container
+from lipwa.store.tables import InboundCallback
 
 router = APIRouter(prefix="/callbacks", include_in_schema=False)
 log = structlog.get_logger("lipwa.callbacks")
@@ -20,8 +24,10 @@ log = structlog.get_logger("lipwa.callbacks")
 DARAJA_ACK = {"ResultCode": 0, "ResultDesc": "Accepted"}
 
 
-async def _receive(request: Request, c: ContainerDep, token: str, kind: str, ident: str) -> None:
-    stored = await c.callbacks.receive(
+async def _store(
+    request: Request, c: ContainerDep, token: str, kind: str, ident: str
+) -> InboundCallback:
+    return await c.callbacks.receive(
         token=token,
         kind=kind,
         payment_id=ident,  # the payout / refund id of the URL
@@ -30,10 +36,13 @@ async def _receive(request: Request, c: ContainerDep, token: str, kind: str, ide
         body=await request.body(),
         remote_addr=request.client.host if request.client else None,
     )
+
+
+async def _apply(c: Container, token: str, callback_id: int) -> None:
     try:
-        await c.money.callbacks.process(stored.id, token)
+        await c.money.callbacks.process(callback_id, token)
     except Exception:
-        log.exception("money_callback_apply_failed", callback_id=stored.id)
+        log.exception("money_callback_apply_failed", callback_id=callback_id)
 
 
 DARAJA_KINDS = ("b2c", "b2c-timeout", "status", "reversal", "reversal-timeout", "reversal-check")
@@ -42,7 +51,8 @@ MOMO_KINDS = ("momo-transfer", "momo-refund")
 
 def _daraja(kind: str) -> Callable[..., Awaitable[Response]]:
     async def endpoint(token: str, ident: str, request: Request, c: ContainerDep) -> Response:
-        await _receive(request, c, token, kind, ident)
+        stored = await _store(request, c, token, kind, ident)
+        await _apply(c, token, stored.id)
         return JSONResponse(DARAJA_ACK)
 
     return endpoint
@@ -50,8 +60,8 @@ def _daraja(kind: str) -> Callable[..., Awaitable[Response]]:
 
 def _momo(kind: str) -> Callable[..., Awaitable[Response]]:
     async def endpoint(token: str, ident: str, request: Request, c: ContainerDep) -> Response:
-        await _receive(request, c, token, kind, ident)
-        return Response(status_code=200)
+        stored = await _store(request, c, token, kind, ident)
+        return Response(status_code=200, background=BackgroundTask(_apply, c, token, stored.id))
 
     return endpoint
 
