@@ -101,6 +101,14 @@ class FlagCache:
             self._loaded_at = now if generation == self._generation else float("-inf")
         return flags
 
+    async def refuse_if_off(
+        self, session: AsyncSession, merchant_id: str, provider: str, account_id: str
+    ) -> None:
+        """Raise the 503 when a kill switch or rollout keeps this path off (``switch_refusal``)."""
+        refusal = switch_refusal(await self.current(session), merchant_id, provider, account_id)
+        if refusal is not None:
+            raise refusal
+
 
 async def _load(session: AsyncSession) -> dict[str, FlagState]:
     return {row.key: FlagState.of(row) for row in await session.scalars(select(Flag))}
@@ -225,12 +233,14 @@ class KillSwitchGuard:
     async def check(
         self, session: AsyncSession, caller: Caller, plan: Plan, data: PaymentIn
     ) -> None:
-        flags = await self._flags.current(session)
         account = plan.account
-        refusal = switch_refusal(flags, caller.merchant_id, account.provider, account.id)
-        if refusal is not None:
+        try:
+            await self._flags.refuse_if_off(
+                session, caller.merchant_id, account.provider, account.id
+            )
+        except ApiError as refusal:
             GUARD_REFUSALS.labels(code=refusal.code).inc()
-            raise refusal
+            raise
 
     async def observe(self, plan: Plan, result: SendResult) -> None:
         return None

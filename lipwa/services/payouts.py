@@ -44,7 +44,7 @@ from lipwa.providers.base import SendOutcome, SendResult
 from lipwa.services import audit, idempotency
 from lipwa.services.accounts import Caller, callback_base
 from lipwa.services.collect import COUNTRY_FOR_CURRENCY
-from lipwa.services.flags import FlagCache, switch_refusal
+from lipwa.services.flags import FlagCache
 from lipwa.services.idempotency import Outcome, request_hash
 from lipwa.services.money_states import emit, record_send
 from lipwa.services.money_views import payout_view
@@ -135,7 +135,8 @@ class PayoutService:
         if merchant is None:
             raise ApiError(401, "authentication_error", "invalid_api_key", "Invalid API key")
         account = await session.scalar(
-            select(ProviderAccount).where(
+            select(ProviderAccount)
+            .where(
                 ProviderAccount.merchant_id == caller.merchant_id,
                 ProviderAccount.provider == provider,
                 ProviderAccount.environment == caller.environment,
@@ -160,10 +161,7 @@ class PayoutService:
         except DomainError as exc:
             raise invalid(exc.code, exc.message, exc.param or "amount") from exc
         if self._flags is not None:
-            flags = await self._flags.current(session)
-            refusal = switch_refusal(flags, caller.merchant_id, provider, account.id)
-            if refusal is not None:
-                raise refusal
+            await self._flags.refuse_if_off(session, caller.merchant_id, provider, account.id)
         threshold = approval_threshold(merchant.settings, currency)
         return PayoutPlan(
             account,
@@ -361,10 +359,9 @@ class PayoutService:
                 "was requested; it keeps waiting: enable the account, or cancel the payout",
             )
         if self._flags is not None:
-            flags = await self._flags.current(session)
-            refusal = switch_refusal(flags, payout.merchant_id, account.provider, account.id)
-            if refusal is not None:
-                raise refusal
+            await self._flags.refuse_if_off(
+                session, payout.merchant_id, account.provider, account.id
+            )
 
     async def cancel(self, payout_id: str, *, caller: Caller | None) -> dict[str, Any]:
         now = utcnow()

@@ -30,7 +30,7 @@ from lipwa.errors import invalid
 from lipwa.providers.base import SendOutcome, SendResult
 from lipwa.services import audit, idempotency
 from lipwa.services.accounts import Caller, callback_base
-from lipwa.services.flags import FlagCache, switch_refusal
+from lipwa.services.flags import FlagCache
 from lipwa.services.idempotency import Outcome, request_hash
 from lipwa.services.money_states import emit, record_send
 from lipwa.services.money_views import refund_view
@@ -122,10 +122,9 @@ class RefundService:
                 "subscription key",
             )
         if self._flags is not None:
-            flags = await self._flags.current(session)
-            refusal = switch_refusal(flags, caller.merchant_id, account.provider, account.id)
-            if refusal is not None:
-                raise refusal
+            await self._flags.refuse_if_off(
+                session, caller.merchant_id, account.provider, account.id
+            )
         return RefundPlan(payment, account, amount)
 
     def _check_mpesa(
