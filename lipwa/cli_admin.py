@@ -55,8 +55,11 @@ def actor_name(given: str | None) -> str:
     return given or os.environ.get("USER") or "cli"
 
 
-def run_admin(work: Callable[[Admin], Awaitable[T]], actor: str | None = None) -> T:
-    """Run ``work`` in one transaction; any refusal is printed and changes nothing."""
+def run_admin(
+    work: Callable[[Admin], Awaitable[T]], actor: str | None = None, *, write: bool = True
+) -> T:
+    """Run ``work`` (in one transaction when it ``write``s); any refusal is printed and
+    changes nothing. Every CLI command that works on the database directly runs through it."""
     from pydantic import ValidationError
     from sqlalchemy.exc import DBAPIError
 
@@ -75,8 +78,12 @@ def run_admin(work: Callable[[Admin], Awaitable[T]], actor: str | None = None) -
     async def main() -> T:
         engine = make_engine(settings.database_url, pool_size=2)
         try:
-            async with make_sessionmaker(engine)() as session, session.begin():
-                return await work(Admin(session, settings, actor_name(actor)))
+            async with make_sessionmaker(engine)() as session:
+                admin = Admin(session, settings, actor_name(actor))
+                if not write:
+                    return await work(admin)
+                async with session.begin():
+                    return await work(admin)
         finally:
             await engine.dispose()
 

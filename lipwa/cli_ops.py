@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lipwa.cli_admin import run_admin
+
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,32 +32,7 @@ anomalies_app = typer.Typer(
 
 
 def _run(work: Callable[[AsyncSession], Awaitable[T]], *, write: bool = False) -> T:
-    from lipwa.config import Settings
-    from lipwa.domain.errors import DomainError
-    from lipwa.store.db import make_engine, make_sessionmaker
-
-    try:
-        settings = Settings()
-    except ValueError as exc:
-        console.print(f"[red]Configuration error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-
-    async def main() -> T:
-        engine = make_engine(settings.database_url)
-        try:
-            async with make_sessionmaker(engine)() as session:
-                if not write:
-                    return await work(session)
-                async with session.begin():
-                    return await work(session)
-        finally:
-            await engine.dispose()
-
-    try:
-        return asyncio.run(main())
-    except DomainError as exc:
-        console.print(f"[red]{exc.code}:[/red] {exc.message}")
-        raise typer.Exit(1) from exc
+    return run_admin(lambda admin: work(admin.session), write=write)
 
 
 def _print(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
