@@ -218,6 +218,31 @@ def create_merchant(
     return Merchant(id=merchant["id"], api_key=key["key"], accounts=accounts, gateway=gateway)
 
 
+def add_till_account(gateway: Gateway, merchant_id: str, sim_url: str) -> dict[str, Any]:
+    """A sandbox M-Pesa till (Buy Goods) account on the simulator's demo till; the account."""
+    creds = httpx.get(f"{sim_url}/_sim/credentials").json()["mpesa"]
+    with gateway.admin() as admin:
+        response = admin.post(
+            f"/admin/v1/merchants/{merchant_id}/accounts",
+            json={
+                "provider": "mpesa",
+                "environment": "sandbox",
+                "base_url": sim_url,
+                "credentials": {
+                    "consumer_key": creds["consumer_key"],
+                    "consumer_secret": creds["consumer_secret"],
+                    "shortcode": creds["till"]["store_number"],
+                    "kind": "till",
+                    "till_number": creds["till"]["till_number"],
+                    "passkey": creds["till"]["passkey"],
+                },
+            },
+        )
+    assert response.status_code == 201, response.text
+    account: dict[str, Any] = response.json()
+    return account
+
+
 @pytest.fixture
 def merchant(gateway: Gateway, sim_url: str, sim: Simulator) -> Merchant:
     return create_merchant(gateway, sim_url)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from lipwa.simulator.core import Simulator
-from tests.gateway.conftest import Merchant
+from tests.gateway.conftest import Merchant, add_till_account
 
 
 def stk_pushes(sim_url: str) -> list[dict[str, Any]]:
@@ -79,23 +79,7 @@ def test_till_sends_buy_goods_fields(gateway: Any, sim_url: str, sim: Simulator)
     creds = httpx.get(f"{sim_url}/_sim/credentials").json()["mpesa"]
     with gateway.admin() as admin:
         merchant = admin.post("/admin/v1/merchants", json={"name": "Till shop"}).json()
-        account = admin.post(
-            f"/admin/v1/merchants/{merchant['id']}/accounts",
-            json={
-                "provider": "mpesa",
-                "environment": "sandbox",
-                "base_url": sim_url,
-                "credentials": {
-                    "consumer_key": creds["consumer_key"],
-                    "consumer_secret": creds["consumer_secret"],
-                    "shortcode": creds["till"]["store_number"],
-                    "kind": "till",
-                    "till_number": creds["till"]["till_number"],
-                    "passkey": creds["till"]["passkey"],
-                },
-            },
-        )
-        assert account.status_code == 201, account.text
+        add_till_account(gateway, merchant["id"], sim_url)
         key = admin.post(
             f"/admin/v1/merchants/{merchant['id']}/api-keys", json={"mode": "test"}
         ).json()["key"]
@@ -112,14 +96,7 @@ def test_a_merchant_with_a_paybill_and_a_till_chooses_per_payment(
     merchant: Merchant, merchant_factory: Any, gateway: Any, sim_url: str
 ) -> None:
     creds = httpx.get(f"{sim_url}/_sim/credentials").json()["mpesa"]
-    with gateway.admin() as admin:
-        till = admin.post(f"/admin/v1/merchants/{merchant.id}/accounts", json={
-            "provider": "mpesa", "environment": "sandbox", "base_url": sim_url,
-            "credentials": {
-                "consumer_key": creds["consumer_key"], "consumer_secret": creds["consumer_secret"],
-                "shortcode": creds["till"]["store_number"], "kind": "till",
-                "till_number": creds["till"]["till_number"], "passkey": creds["till"]["passkey"],
-            }}).json()  # fmt: skip
+    till = add_till_account(gateway, merchant.id, sim_url)
     paybill = merchant.accounts["mpesa"]["id"]
     # Without account_id: the oldest account, the paybill, every time.
     default = merchant.pay(amount="10", currency="KES", phone="0708374149")

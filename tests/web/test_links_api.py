@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from lipwa.simulator.core import Simulator
+from tests.gateway.conftest import add_till_account
 from tests.web.conftest import ADMIN_TOKEN, Merchant, create_link, path_of
 
 
@@ -225,15 +226,7 @@ def test_a_test_key_session_never_sees_production_callback_urls(merchant: Mercha
 def test_a_setup_test_payment_goes_through_the_account_being_tested(
     merchant: Merchant, sim_url: str
 ) -> None:
-    creds = httpx.get(f"{sim_url}/_sim/credentials").json()["mpesa"]
-    with merchant.gateway.admin() as admin:
-        till = admin.post(f"/admin/v1/merchants/{merchant.id}/accounts", json={
-            "provider": "mpesa", "environment": "sandbox", "base_url": sim_url,
-            "credentials": {
-                "consumer_key": creds["consumer_key"], "consumer_secret": creds["consumer_secret"],
-                "shortcode": creds["till"]["store_number"], "kind": "till",
-                "till_number": creds["till"]["till_number"], "passkey": creds["till"]["passkey"],
-            }}).json()  # fmt: skip
+    till = add_till_account(merchant.gateway, merchant.id, sim_url)
     with httpx.Client(base_url=merchant.gateway.url) as c:
         token = c.get("/signin").text.split('name="csrf_token" value="')[1].split('"')[0]
         c.post("/signin", data={"credential": merchant.api_key, "csrf_token": token})
