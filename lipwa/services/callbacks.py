@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from sqlalchemy import select, update
@@ -23,10 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lipwa.clock import utcnow
 from lipwa.domain.states import PaymentStatus, Transition
-from lipwa.providers.base import ProviderReport, QueryFailure, ReportState
+from lipwa.providers.base import ProviderReport, ReportState
 from lipwa.providers.momo.client import parse_momo_callback
 from lipwa.providers.mpesa.client import parse_stk_callback
 from lipwa.services import anomalies
+from lipwa.services.callback_confirm import ProviderConfirmer
 from lipwa.services.transitions import OPEN_STATUSES, Change, apply
 from lipwa.store.tables import InboundCallback, Payment, ProviderAccount
 
@@ -58,12 +59,6 @@ def change_from_report(report: ProviderReport, source: str) -> Change | None:
     return None
 
 
-class Confirmer(Protocol):
-    async def momo_status(
-        self, account: ProviderAccount, reference_id: str
-    ) -> ProviderReport | QueryFailure: ...
-
-
 @dataclass(frozen=True)
 class Matched:
     """A callback matched to its payment, with what it reports."""
@@ -76,7 +71,9 @@ class Matched:
 
 class CallbackService:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], confirmer: Confirmer | None = None
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        confirmer: ProviderConfirmer | None = None,
     ) -> None:
         self._sessions = sessions
         self._confirmer = confirmer
@@ -123,16 +120,9 @@ class CallbackService:
             to_confirm = await self._to_confirm(callback_id, token, stored)
             if to_confirm is not None:
                 account, reference_id = to_confirm
-                answer = await self._confirmer.momo_status(account, reference_id)
-                if isinstance(answer, QueryFailure):
-                    log.warning(
-                        "callback_unconfirmed",
-                        callback_id=callback_id,
-                        error_code=answer.error_code,
-                        http_status=answer.http_status,
-                    )
+                confirmed = await self._confirmer.momo_status(account, "momo", reference_id)
+                if confirmed is None:
                     return "unconfirmed"  # still unprocessed: the callback sweep asks again
-                confirmed = answer
         async with self._sessions() as session, session.begin():
             row: InboundCallback | None
             if stored is not None and stored.processed_at is None:

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lipwa.config import Settings
+from lipwa.services.callback_confirm import ProviderConfirmer
 from lipwa.services.flags import FlagCache
 from lipwa.services.guards import default_policy
-from lipwa.services.money_callbacks import MoneyCallbacks, MoneyConfirmer
+from lipwa.services.money_callbacks import MoneyCallbacks
 from lipwa.services.money_recovery import MoneyRecovery
 from lipwa.services.payouts import PayoutService
 from lipwa.services.providers import ProviderRegistry
@@ -32,7 +33,7 @@ class MoneyServices:
         sessions: async_sessionmaker[AsyncSession],
         registry: ProviderRegistry,
         flags: FlagCache | None = None,
-        confirmer: MoneyConfirmer | None = None,
+        confirmer: ProviderConfirmer | None = None,
     ) -> MoneyServices:
         payouts = PayoutService(
             sessions,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from sqlalchemy import select
@@ -28,10 +28,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lipwa.clock import utcnow
 from lipwa.domain.states import PaymentStatus
-from lipwa.providers.base import ProviderReport, QueryFailure, ReportState
+from lipwa.providers.base import ProviderReport, ReportState
 from lipwa.providers.momo.callbacks import parse_momo_callback
 from lipwa.providers.mpesa import results
 from lipwa.services import anomalies
+from lipwa.services.callback_confirm import ProviderConfirmer
 from lipwa.services.money_states import (
     OPEN_STATUSES,
     MoneyChange,
@@ -57,15 +58,11 @@ Applied = tuple[str, str | None]  # outcome, detail
 FINAL_REPORTS = (ReportState.SUCCEEDED, ReportState.FAILED)
 
 
-class MoneyConfirmer(Protocol):
-    async def momo_money_status(
-        self, account: ProviderAccount, kind: str, reference_id: str
-    ) -> ProviderReport | QueryFailure: ...
-
-
 class MoneyCallbacks:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], confirmer: MoneyConfirmer | None = None
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        confirmer: ProviderConfirmer | None = None,
     ) -> None:
         self._sessions = sessions
         self._confirmer = confirmer
@@ -76,16 +73,9 @@ class MoneyCallbacks:
         if self._confirmer is not None:
             to_confirm = await self._to_confirm(callback_id, token)
             if to_confirm is not None:
-                answer = await self._confirmer.momo_money_status(*to_confirm)
-                if isinstance(answer, QueryFailure):
-                    log.warning(
-                        "money_callback_unconfirmed",
-                        callback_id=callback_id,
-                        error_code=answer.error_code,
-                        http_status=answer.http_status,
-                    )
+                confirmed = await self._confirmer.momo_status(*to_confirm)
+                if confirmed is None:
                     return "unconfirmed"  # still unprocessed: the sweep asks again
-                confirmed = answer
         async with self._sessions() as session, session.begin():
             row = await session.get(InboundCallback, callback_id)
             if row is None:
