@@ -113,7 +113,7 @@ def run_admin(
 
 
 def print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2))
+    typer.echo(json.dumps(data, indent=2, default=str))
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:

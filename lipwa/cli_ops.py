@@ -5,7 +5,6 @@ LIPWA_FLAGS_REFRESH_S (default 2 s)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -13,9 +12,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from lipwa.cli_admin import run_admin
+from lipwa.cli_admin import print_json, print_table, run_admin
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,12 +35,9 @@ def _run(work: Callable[[AsyncSession], Awaitable[T]], *, write: bool = False) -
 
 def _print(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps(rows, indent=2, default=str))
-        return
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
-    console.print(table)
+        print_json(rows)
+    else:
+        print_table(rows, columns)
 
 
 def _since(text: str | None) -> datetime | None:
