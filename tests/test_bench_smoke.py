@@ -72,3 +72,15 @@ def test_recovery_benchmark_drains_a_backlog(tmp_path: Path) -> None:
     assert row["open_left"] == 0
     assert row["per_s"] > 0
     assert (tmp_path / "recovery.md").read_text().startswith("### ")
+
+
+def test_statements_benchmark_counts_a_payment(tmp_path: Path) -> None:
+    _run(["bench.statements", "--db", "sqlite", "--payments", "2", "--out", str(tmp_path)],
+         timeout_s=60)
+    result = json.loads((tmp_path / "statements.json").read_text())
+    assert result["payments"] == 2
+    # A payment writes at least itself, its idempotency key and the callback that settles it.
+    assert {"INSERT payments", "INSERT idempotency_keys", "INSERT inbound_callbacks"} <= set(
+        result["by_kind"]
+    )
+    assert result["gateway_cpu_ms_per_payment"] > 0
