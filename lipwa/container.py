@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import httpx
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from lipwa.config import Settings
+from lipwa.providers.shared_tokens import SharedTokens
 from lipwa.providers.tokens import TokenCache
 from lipwa.services.accounts import ApiKeyCache
 from lipwa.services.callback_confirm import ProviderConfirmer
@@ -79,7 +81,18 @@ class Container:
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
             headers={"User-Agent": "lipwa/0.1"},
         )
-        tokens = TokenCache()
+        shared_tokens = (
+            SharedTokens(
+                # bounded: a Redis that hangs must not hold a payment (the cache then fetches
+                # its own token)
+                Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
+                vault,
+                settings.redis_key_prefix,
+            )
+            if settings.redis_url
+            else None
+        )
+        tokens = TokenCache(shared=shared_tokens)
         registry = ProviderRegistry(
             vault,
             http,
@@ -156,6 +169,7 @@ class Container:
 
     async def close(self) -> None:
         await self.rate_limits.close()
+        await self.tokens.close()
         await self.webhooks.close()
         await self.http.aclose()
         await self.engine.dispose()

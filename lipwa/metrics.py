@@ -24,6 +24,11 @@ RATE_LIMIT_HITS = Counter(
     ["limit"],
 )
 
+TOKEN_STORE_ERRORS = Counter(
+    "lipwa_token_store_errors_total",
+    "OAuth token reads and writes that could not reach the shared token store (Redis); the "
+    "process used a token of its own instead.",
+)
 RATE_LIMIT_STORAGE_ERRORS = Counter(
     "lipwa_rate_limit_storage_errors_total",
     "Rate-limit checks that could not reach their storage (Redis) and let the request through "

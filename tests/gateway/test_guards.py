@@ -519,6 +519,37 @@ def test_merchant_limit_holds_across_two_processes_sharing_redis(
             )
 
 
+def test_processes_sharing_redis_send_with_one_oauth_token(
+    merchant: Merchant, gateway: Gateway, sim_url: str, tmp_path: Path, redis_prefix: str
+) -> None:
+    """Daraja may invalidate a token when another is minted: processes sharing Redis fetch
+    one token per account between them, and every push of theirs carries it."""
+    shared = {"redis_url": REDIS_URL, "redis_key_prefix": redis_prefix}
+    mark = f"tk{uuid.uuid4().hex[:6]}"
+    bodies = [
+        {"amount": "10", "currency": "KES", "phone": f"0708{i:05d}5", "reference": f"{mark}{i}"}
+        for i in range(16)
+    ]
+    with (
+        another_gateway(gateway.settings, tmp_path, **shared) as one,
+        another_gateway(gateway.settings, tmp_path, **shared) as two,
+    ):
+
+        async def both() -> list[httpx.Response]:
+            halves = await asyncio.gather(
+                asyncio.to_thread(fire, one.url, merchant.api_key, bodies[:8]),
+                asyncio.to_thread(fire, two.url, merchant.api_key, bodies[8:]),
+            )
+            return halves[0] + halves[1]
+
+        responses = asyncio.run(both())
+    assert [r.status_code for r in responses] == [201] * 16, [r.text for r in responses]
+    pushes = httpx.get(f"{sim_url}/_sim/requests", params={"path": STK}).json()["requests"]
+    ours = [r for r in pushes if str(r["body"].get("AccountReference", "")).startswith(mark)]
+    assert len(ours) == 16
+    assert len({r["headers"]["authorization"] for r in ours}) == 1
+
+
 def test_rate_limits_fail_open_and_counted_when_redis_is_down(
     merchant_factory: Callable[..., Merchant], gateway: Gateway, tmp_path: Path
 ) -> None:

@@ -74,14 +74,14 @@ async def test_short_lived_tokens_are_still_reused_for_half_their_life() -> None
 async def test_invalidate_drops_only_the_token_that_was_refused() -> None:
     cache, issuer = TokenCache(), Issuer()
     stale = await cache.get("acct", issuer.fetch)
-    cache.invalidate("acct", stale)
+    await cache.invalidate("acct", stale)
     fresh = await cache.get("acct", issuer.fetch)
     assert fresh == "token-2"
     # a slower caller reports the old token as invalid: the new one must survive
-    cache.invalidate("acct", stale)
+    await cache.invalidate("acct", stale)
     assert await cache.get("acct", issuer.fetch) == "token-2"
     assert issuer.fetches == 2
-    cache.invalidate("other-account", fresh)
+    await cache.invalidate("other-account", fresh)
     assert await cache.get("acct", issuer.fetch) == "token-2"
 
 

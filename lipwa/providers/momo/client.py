@@ -466,7 +466,7 @@ class MomoClient(ProviderHttp):
             )
             if response.status_code != 401:
                 return answer
-            self._tokens.invalidate(token_key, token)
+            await self._tokens.invalidate(token_key, token)
         assert answer is not None
         return answer
 

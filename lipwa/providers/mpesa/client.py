@@ -504,7 +504,7 @@ class MpesaClient(ProviderHttp):
             answer = _Answer(response.status_code, parsed, error, tuple(used))
             if not wire.is_invalid_token(answer.error, answer.status):
                 return answer
-            self._tokens.invalidate(self._token_key, token)
+            await self._tokens.invalidate(self._token_key, token)
         assert answer is not None
         return answer
 
