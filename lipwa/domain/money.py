@@ -80,6 +80,10 @@ DEFAULT_RULES: dict[tuple[str, str], AmountRule] = {
     ("momo", "NGN"): _rule("momo", 100, 2_000_000, whole=False),  # estimate
 }
 
+# Providers whose whole-unit rule is their own (daraja.md: decimals are refused), not an
+# estimate a merchant may loosen: an amount with cents would be cut on the wire.
+WHOLE_UNITS_ONLY = frozenset({"mpesa"})
+
 _MAX_INTEGER_DIGITS = 20
 _DECIMAL_STRING = re.compile(r"(0|[1-9][0-9]*)(?:\.([0-9]+))?")
 
@@ -187,7 +191,8 @@ def rule_for(
 
     ``overrides`` is keyed by currency, e.g. ``{"KES": {"minimum": "10", "maximum": "70000"}}``;
     keys ``minimum``, ``maximum`` (decimal strings or ints) and ``whole_units`` (bool) are
-    allowed. Overrides may widen the defaults: most MoMo defaults are estimates.
+    allowed. Overrides may widen the defaults: most MoMo defaults are estimates; M-Pesa's
+    whole-unit rule is Daraja's own and cannot be switched off.
     """
     rule = DEFAULT_RULES.get((provider, currency))
     if rule is None:
@@ -220,6 +225,13 @@ def rule_for(
             raise DomainError(
                 "invalid_amount_limits",
                 "whole_units must be true or false.",
+                param=f"limits.{currency}.whole_units",
+            )
+        if rule.whole_units and not override["whole_units"] and provider in WHOLE_UNITS_ONLY:
+            raise DomainError(
+                "invalid_amount_limits",
+                f"{PROVIDER_NAMES[provider]} takes whole {currency} only (it refuses decimals): "
+                "whole_units cannot be false.",
                 param=f"limits.{currency}.whole_units",
             )
         changes["whole_units"] = override["whole_units"]

@@ -263,6 +263,10 @@ def test_rule_for_partial_and_bad_overrides() -> None:
     assert (rule.minimum, rule.maximum, rule.whole_units) == (10, 70_000, True)
     assert rule_for("mpesa", "KES", {"KES": {"maximum": "500"}}).minimum == 1
     assert rule_for("momo", "EUR", {"EUR": {"whole_units": True}}).whole_units is True
+    # MoMo's whole-unit defaults are estimates a merchant may loosen; Daraja's is its own
+    assert rule_for("momo", "XAF", {"XAF": {"whole_units": False}}).whole_units is False
+    error = error_of(rule_for, "mpesa", "KES", {"KES": {"whole_units": False}})
+    assert (error.code, error.param) == ("invalid_amount_limits", "limits.KES.whole_units")
     # limits are amounts of the currency: cents are fine for KES (the whole-unit rule still
     # applies to payments), not for RWF
     assert rule_for("mpesa", "KES", {"KES": {"minimum": "1.5"}}).minimum == Decimal("1.50")

@@ -287,6 +287,22 @@ def test_daily_limit_per_payer(
     assert payment_count(database_url, shop.id) == 5
 
 
+def test_mpesa_cents_cannot_be_switched_on(
+    merchant_factory: Callable[..., Merchant], sim_url: str, database_url: str
+) -> None:
+    """Daraja takes whole shillings: with cents allowed, KES 10.50 would have gone out as 10
+    and been reported paid in full. The override is refused, and nothing is sent."""
+    shop = merchant_factory(settings={"limits": {"KES": {"whole_units": False}}})
+    pushes = sim_calls(sim_url, STK)
+    for amount in ("10.50", "10"):
+        refused = shop.pay(amount=amount, currency="KES", phone="0708374149", reference=ref())
+        error = error_of(refused, 400, "invalid_request_error", "invalid_amount_limits")
+        assert error["param"] == "limits.KES.whole_units"
+        assert "whole KES only" in error["message"]
+    assert sim_calls(sim_url, STK) == pushes
+    assert payment_count(database_url, shop.id) == 0
+
+
 # ----- kill switches and rollout ----------------------------------------------------------------
 @pytest.mark.parametrize("scope", ["gateway", "provider", "merchant", "account"])
 def test_kill_switch_refuses_before_anything_and_is_audited(
