@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import stamina
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select, update
+from sqlalchemy import and_, case, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -36,7 +36,7 @@ from lipwa.services import idempotency
 from lipwa.services.accounts import Caller, callback_base
 from lipwa.services.idempotency import Outcome, request_hash
 from lipwa.services.providers import ProviderRegistry
-from lipwa.services.transitions import Change, add_event, apply, payment_view
+from lipwa.services.transitions import OPEN_STATUSES, Change, add_event, apply, payment_view
 from lipwa.store.tables import IdempotencyKey, Merchant, Payment, ProviderAccount
 
 log = structlog.get_logger("lipwa.collect")
@@ -411,6 +411,19 @@ class CollectService:
                 values["provider_ref"] = result.provider_ref
             if result.secondary_ref:
                 values["provider_secondary_ref"] = result.secondary_ref
+            if result.outcome is SendOutcome.ACCEPTED:
+                # An answer that came after the worker gave up waiting for it (the payment
+                # left unknown, unchecked): now it can be asked about, so ask again.
+                values["next_check_at"] = case(
+                    (
+                        and_(
+                            Payment.next_check_at.is_(None),
+                            Payment.status.in_(OPEN_STATUSES),
+                        ),
+                        now + self._first_check,
+                    ),
+                    else_=Payment.next_check_at,
+                )
             fresh = (
                 await session.execute(
                     update(Payment)

@@ -13,17 +13,30 @@ import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
 from typer.testing import CliRunner
 
+from lipwa.api.app import create_app
 from lipwa.cli import app as cli_app
 from lipwa.clock import utcnow
+from lipwa.config import Settings
 from lipwa.simulator.core import Simulator
+from lipwa.simulator.testing import free_port, serve_in_thread
 from lipwa.store.db import make_engine, make_sessionmaker
+from lipwa.store.migrate import upgrade
 from lipwa.store.tables import InboundCallback, Payment
-from tests.gateway.conftest import Gateway, Merchant, db_rows, events_for
+from lipwa.vault import generate_key_text
+from tests.gateway.conftest import (
+    ADMIN_TOKEN,
+    Gateway,
+    Merchant,
+    create_merchant,
+    db_rows,
+    events_for,
+)
 
 MOMO_PHONE = "+250788123456"  # MTN Rwanda; the simulator settles it as paid
 FINAL = {"succeeded", "failed"}
@@ -253,6 +266,46 @@ def test_stk_push_whose_answer_timed_out_is_sent_once_and_never_expired(
     final = merchant.wait_final(payment["id"])
     assert (final["status"], final["receipt"]) == ("succeeded", record["receipt"])
     assert stk_pushes_to(sim_url, "254708374188") == 1
+
+
+def test_an_stk_answer_that_comes_after_the_worker_gave_up_is_still_checked(
+    sim_url: str, sim: Simulator, tmp_path: Path
+) -> None:
+    """The worker makes a send that has not answered in ``stale_send_after_s`` unknown, with
+    no more checks (there is nothing to ask about yet). When Daraja's answer then arrives with
+    its CheckoutRequestID, the payment must be checked again: else a payment the payer paid,
+    whose callback was lost, stays unknown for good."""
+    # Its own database and gateway, so no other worker touches the payment. The race is
+    # scaled down: a send of ~2 s (token, then push, 1 s each) against a 1 s stale window.
+    url = f"sqlite+aiosqlite:///{tmp_path / 'slow.db'}"
+    upgrade(url)
+    port = free_port()
+    settings = Settings(
+        database_url=url,
+        public_url=f"http://127.0.0.1:{port}",
+        admin_token=ADMIN_TOKEN,  # type: ignore[arg-type]
+        encryption_keys=generate_key_text("v1"),  # type: ignore[arg-type]
+        first_check_after_s=0.3,
+        payer_lock_s=0,
+        worker_jobs="payment_checks",
+        check_backoff_initial_s=0.5,
+        check_backoff_max_s=1.0,
+        stale_send_after_s=1.0,
+    )
+    with serve_in_thread(create_app(settings), port=port) as gateway_url:
+        gateway = Gateway(url=gateway_url, settings=settings, log_path=tmp_path / "unused.log")
+        merchant = create_merchant(gateway, sim_url)
+        set_faults(sim_url, callback_drop_pct=100, latency_ms=1000)
+        payment = pay(merchant, "10", "KES", "0708374149")
+        set_faults(sim_url, latency_ms=0)
+        row = payment_row(url, payment["id"])
+        assert row["send_state"] == "sent" and row["provider_ref"], row
+        final = merchant.wait_final(payment["id"], timeout=10)
+        timeline = events_for(merchant, payment["id"])
+    assert final["status"] == "succeeded", payment_row(url, payment["id"])
+    assert final["resolved_by"] == "query"
+    # the race was staged: the worker had made it unknown while the push was in flight
+    assert "payment.unknown" in timeline, timeline
 
 
 def test_momo_request_whose_answer_timed_out_resolves_by_query_with_one_reference(
