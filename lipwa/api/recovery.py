@@ -21,7 +21,9 @@ admin_router = APIRouter(prefix="/admin/v1", tags=["admin"], responses=ERROR_RES
     summary="Ask the provider for this payment's status now and return the payment",
     description="For a pending or unknown payment Lipwa queries the provider at once and "
     "applies a final answer; a final payment is returned as it is. Safe to repeat (no "
-    "Idempotency-Key needed): it never sends a new payment request.",
+    "Idempotency-Key needed): it never charges twice. The one request it may send is a MoMo "
+    "request-to-pay whose first send never reached MTN, again under the same X-Reference-Id, "
+    "which MTN takes at most once.",
 )
 async def refresh_payment(payment_id: str, c: ContainerDep, caller: CallerDep) -> dict[str, Any]:
     async with c.sessions() as session:
