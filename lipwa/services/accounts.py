@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from lipwa.clock import isoformat, utcnow
 from lipwa.domain.errors import DomainError
 from lipwa.domain.ids import new_id
+from lipwa.domain.json_object import JsonObject
 from lipwa.providers.momo import client as momo_client
 from lipwa.providers.mpesa import client as mpesa_client
 from lipwa.store.tables import ApiKey, Merchant, ProviderAccount
@@ -36,7 +37,7 @@ class NotFound(Exception):
 class MerchantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
-    settings: dict[str, Any] = Field(default_factory=dict)
+    settings: JsonObject = Field(default_factory=dict)
 
 
 class MpesaCredentialsIn(BaseModel):

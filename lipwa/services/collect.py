@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from lipwa.clock import utcnow
 from lipwa.domain.errors import DomainError
 from lipwa.domain.ids import new_id
+from lipwa.domain.json_object import JsonObject
 from lipwa.domain.money import (
     PROVIDER_NAMES,
     check_amount,
@@ -65,7 +66,7 @@ class PaymentIn(BaseModel):
     country: str | None = Field(
         None, min_length=2, max_length=2, description="Country for local numbers (07…)."
     )
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
     account_id: str | None = Field(
         None,
         max_length=40,

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from lipwa.clock import utcnow
 from lipwa.domain.errors import DomainError
 from lipwa.domain.ids import new_id
+from lipwa.domain.json_object import JsonObject
 from lipwa.domain.money import (
     AmountRule,
     check_amount,
@@ -71,7 +72,7 @@ class PayoutIn(BaseModel):
     reason: str = Field("", max_length=100, description="Shown to the payee (B2C Remarks).")
     reference: str = Field(min_length=1, max_length=100, description="Your own reference.")
     country: str | None = Field(None, min_length=2, max_length=2)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from lipwa.clock import utcnow
 from lipwa.domain.errors import DomainError
 from lipwa.domain.ids import new_id
+from lipwa.domain.json_object import JsonObject
 from lipwa.domain.money import format_amount, parse_amount, to_provider_units
 from lipwa.domain.states import PaymentStatus
 from lipwa.errors import invalid
@@ -51,7 +51,7 @@ class RefundIn(BaseModel):
         "reverses whole payments only.",
     )
     reason: str = Field("", max_length=100)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)

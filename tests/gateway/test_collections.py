@@ -338,3 +338,29 @@ def test_a_key_whose_request_died_answers_with_its_payment(
     assert again.json()["id"] == payment_id
     assert again.headers.get("Idempotent-Replayed") == "true"
     assert len(stk_pushes(sim_url)) == pushes
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", '"a\\u0000b"'])
+def test_metadata_json_cannot_hold_is_refused_before_anything_is_sent(
+    merchant: Merchant, sim_url: str, value: str
+) -> None:
+    """Python's JSON parser takes NaN and Infinity: such metadata used to be stored and the
+    payer prompted, then the answer failed to render (a 500 for a charged payment)."""
+    reference = f"nan-{uuid.uuid4().hex[:8]}"
+    body = (
+        '{"amount": "100", "currency": "KES", "phone": "0708374149", '
+        f'"reference": "{reference}", "metadata": {{"order": {{"ratio": {value}}}}}}}'
+    )
+    pushes = len(stk_pushes(sim_url))
+    with merchant.client() as c:
+        refused = c.post(
+            "/v1/payments",
+            content=body,
+            headers={"Content-Type": "application/json", "Idempotency-Key": str(uuid.uuid4())},
+        )
+        listed = c.get("/v1/payments", params={"reference": reference}).json()["data"]
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == "metadata"
+    assert "order.ratio" in error["message"]
+    assert listed == [] and len(stk_pushes(sim_url)) == pushes
