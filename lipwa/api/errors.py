@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lipwa.domain.errors import DomainError
@@ -23,6 +24,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such resource for this merchant"},
     409: {"description": "Idempotency conflict"},
 }
+
+
+# PostgreSQL's "character not in repertoire" and "untranslatable character" (NUL in text
+# and in JSON).
+UNSTORABLE_TEXT = frozenset({"22021", "22P05"})
 
 
 def _render(error: ApiError) -> JSONResponse:
@@ -78,6 +84,21 @@ def install(app: FastAPI) -> None:
                 str(exc.detail),
             )
         )
+
+    @app.exception_handler(DBAPIError)
+    async def _database_refused(request: Request, exc: DBAPIError) -> JSONResponse:
+        # Text PostgreSQL cannot store (a NUL character): bad input, and its transaction
+        # rolled back, so nothing was written. Anything else is ours.
+        if getattr(exc.orig, "sqlstate", None) in UNSTORABLE_TEXT:
+            return _render(
+                ApiError(
+                    400,
+                    "invalid_request_error",
+                    "invalid_character",
+                    "Text may not contain NUL characters (\\u0000)",
+                )
+            )
+        return await _crash(request, exc)
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:

@@ -364,3 +364,20 @@ def test_metadata_json_cannot_hold_is_refused_before_anything_is_sent(
     assert error["type"] == "invalid_request_error" and error["param"] == "metadata"
     assert "order.ratio" in error["message"]
     assert listed == [] and len(stk_pushes(sim_url)) == pushes
+
+
+def test_a_nul_character_is_bad_input_on_every_database(
+    merchant: Merchant, gateway: Any, sim_url: str
+) -> None:
+    """PostgreSQL cannot store a NUL character: a 400 with nothing written, never a 500."""
+    reference = f"nul\x00{uuid.uuid4().hex[:6]}"
+    pushes = len(stk_pushes(sim_url))
+    paid = merchant.pay(amount="10", currency="KES", phone="0708374149", reference=reference)
+    with gateway.admin() as admin:
+        named = admin.post("/admin/v1/merchants", json={"name": "Shop\x00"})
+        listed = admin.get("/admin/v1/reconciliations", params={"account_id": "acct\x00"})
+    for response in (paid, named, listed):
+        assert response.status_code < 500, response.text
+    if paid.status_code == 400:  # PostgreSQL
+        assert paid.json()["error"]["code"] == "invalid_character"
+        assert len(stk_pushes(sim_url)) == pushes
