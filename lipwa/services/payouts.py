@@ -86,13 +86,23 @@ class PayoutPlan:
 
 
 def approval_threshold(settings: dict[str, Any], currency: str) -> Decimal | None:
-    raw = (settings.get("payout_approval_threshold") or {}).get(currency)
+    """The amount from which a payout in ``currency`` waits for approval; None: never. A
+    threshold that cannot be read holds every payout (0): an approval step must never be
+    switched off by a typo."""
+    thresholds = settings.get("payout_approval_threshold")
+    if thresholds is None:
+        return None
+    raw = thresholds.get(currency) if isinstance(thresholds, dict) else ""
     if raw is None:
         return None
     try:
-        return Decimal(str(raw))
+        threshold = Decimal(str(raw))
     except InvalidOperation:
-        return None
+        threshold = Decimal("NaN")
+    if not threshold.is_finite() or threshold < 0:
+        log.warning("payout_approval_threshold_unreadable", currency=currency)
+        return Decimal(0)
+    return threshold
 
 
 class PayoutService:

@@ -28,6 +28,7 @@ from lipwa.providers.base import SendOutcome
 from lipwa.providers.mpesa.client import MpesaClient
 from lipwa.providers.mpesa.credentials import MpesaCredentials
 from lipwa.providers.tokens import TokenCache
+from lipwa.services.payouts import approval_threshold
 from lipwa.simulator.testing import free_port
 from lipwa.store.db import make_engine, make_sessionmaker
 from lipwa.store.tables import Payout
@@ -707,3 +708,24 @@ def test_a_forged_momo_transfer_result_is_not_believed(
         assert c.get(f"/v1/payouts/{created['id']}").json()["status"] == "pending"
     gets = sim_requests(sim_url, f"{TRANSFER}/{created['provider_request_id']}", method="GET")
     assert len(gets) >= 1
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "expected"),
+    [
+        (None, None),  # no approval step
+        ({"RWF": "1000"}, None),  # none for this currency
+        ({"KES": "50000"}, Decimal(50000)),
+        ({"KES": 1000}, Decimal(1000)),
+        # unreadable: every payout waits, never none (a typo must not switch approval off)
+        ({"KES": "50,000"}, Decimal(0)),
+        ({"KES": "NaN"}, Decimal(0)),
+        ({"KES": "-5"}, Decimal(0)),
+        ("50000", Decimal(0)),
+    ],
+)
+def test_an_unreadable_approval_threshold_holds_every_payout(
+    thresholds: object, expected: Decimal | None
+) -> None:
+    settings = {} if thresholds is None else {"payout_approval_threshold": thresholds}
+    assert approval_threshold(settings, "KES") == expected
