@@ -116,6 +116,11 @@ def default_tariff(provider: str, kind: str | None) -> Tariff:
 
 
 # ----- parsing merchant settings -----------------------------------------------------------------
+# Digits before the point a fee setting may have: any real fee fits, and every result still
+# rounds to cents within Decimal's default precision (28 digits).
+MAX_FEE_DIGITS = 15
+
+
 def _decimal(value: object, param: str, *, allow_none: bool = False) -> Decimal | None:
     if value is None and allow_none:
         return None
@@ -131,6 +136,10 @@ def _decimal(value: object, param: str, *, allow_none: bool = False) -> Decimal 
         ) from None
     if not number.is_finite() or number < 0:
         raise DomainError("invalid_fee_settings", f"{param} must be zero or more.", param)
+    if number.adjusted() >= MAX_FEE_DIGITS:  # too large to round to a currency's cents
+        raise DomainError(
+            "invalid_fee_settings", f"{param} must be under 10^{MAX_FEE_DIGITS}.", param
+        )
     return number
 
 

@@ -48,7 +48,7 @@ async def success_fees(session: AsyncSession, payment: Payment) -> dict[str, Dec
     settings, config = (row[0] or {}, row[1] or {}) if row else ({}, {})
     try:
         fees = fees_for(payment, settings, config)
-    except (DomainError, ValueError) as exc:
+    except (DomainError, ValueError, ArithmeticError) as exc:
         log.error("fees_not_computed", payment_id=payment.id, error=str(exc))
         return {"provider_fee": None, "platform_fee": None}
     return {"provider_fee": fees.provider_fee, "platform_fee": fees.platform_fee}

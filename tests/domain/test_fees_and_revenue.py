@@ -79,6 +79,12 @@ def test_merchant_settings_are_validated() -> None:
             {"provider_fees": {"mpesa": {"bands": [["0", "x", "1"]]}}},
             "provider_fees.mpesa.bands[0]",
         ),
+        # too large to round to cents: every success would have failed to compute its fees
+        ({"platform_fees": {"mpesa": {"fixed": "1e30"}}}, "platform_fees.mpesa.fixed"),
+        (
+            {"provider_fees": {"mpesa": {"bands": [["0", None, "1" + "0" * 30]]}}},
+            "provider_fees.mpesa.bands[0]",
+        ),
     ]:
         with pytest.raises(DomainError) as caught:
             check_fee_settings(bad)
