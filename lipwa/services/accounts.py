@@ -18,6 +18,7 @@ from lipwa.clock import isoformat, utcnow
 from lipwa.domain.errors import DomainError
 from lipwa.domain.ids import new_id
 from lipwa.domain.json_object import JsonObject
+from lipwa.domain.merchant_settings import check_merchant_settings
 from lipwa.providers.momo import client as momo_client
 from lipwa.providers.mpesa import client as mpesa_client
 from lipwa.store.tables import ApiKey, Merchant, ProviderAccount
@@ -81,6 +82,7 @@ class AccountIn(BaseModel):
 
 # ----- merchants --------------------------------------------------------------------------------
 async def create_merchant(session: AsyncSession, data: MerchantIn) -> Merchant:
+    check_merchant_settings(data.settings)
     merchant = Merchant(
         id=new_id("mer"), name=data.name, settings=data.settings, created_at=utcnow()
     )

@@ -218,6 +218,28 @@ def test_the_cli_refuses_bad_input_and_stores_nothing(
     assert merchant.api_key not in shown.output
 
 
+def test_a_merchant_with_unusable_settings_is_refused_when_made(gateway: Gateway) -> None:
+    """A typo in settings used to be stored, then refuse every payment (limits) or quietly
+    leave fees empty; there is no way to change settings afterwards."""
+
+    def merchant_names() -> list[str]:
+        with gateway.admin() as admin:
+            return [m["name"] for m in admin.get("/admin/v1/merchants").json()["data"]]
+
+    name = f"Typo {uuid.uuid4().hex[:6]}"
+    with gateway.admin() as admin:
+        refused = admin.post(
+            "/admin/v1/merchants", json={"name": name, "settings": {"limits": {"KES": "10"}}}
+        )
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert (error["code"], error["param"]) == ("invalid_amount_limits", "limits.KES")
+    settings = json.dumps({"platform_fees": {"mpesa": {"percent": 2.5}}})
+    by_cli = cli(gateway, "merchants", "create", name, "--settings", settings)
+    assert by_cli.exit_code == 1 and "platform_fees.mpesa.percent" in by_cli.output
+    assert name not in merchant_names()
+
+
 # ----- merchant operations in the audit log -----------------------------------------------------
 def test_merchant_operations_are_audited_by_the_key_that_made_them(
     merchant_factory: Callable[..., Merchant], gateway: Gateway
