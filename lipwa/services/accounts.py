@@ -19,6 +19,7 @@ from lipwa.domain.errors import DomainError
 from lipwa.domain.ids import new_id
 from lipwa.domain.json_object import JsonObject
 from lipwa.domain.merchant_settings import check_merchant_settings
+from lipwa.domain.money import DEFAULT_RULES
 from lipwa.providers.momo import client as momo_client
 from lipwa.providers.mpesa import client as mpesa_client
 from lipwa.store.tables import ApiKey, Merchant, ProviderAccount
@@ -62,6 +63,14 @@ class MomoCredentialsIn(BaseModel):
     subscription_keys: dict[Literal["collection", "disbursement", "remittance"], SecretStr]
     target_environment: str = Field(pattern=r"^(sandbox|mtn[a-z]+)$")
     currency: str = Field(pattern=r"^[A-Z]{3}$")
+
+    @field_validator("currency")
+    @classmethod
+    def _taken_by_momo(cls, value: str) -> str:
+        offered = sorted(c for p, c in DEFAULT_RULES if p == "momo")
+        if value not in offered:
+            raise ValueError(f"MoMo takes {', '.join(offered)}, not {value}")
+        return value
 
     @field_validator("subscription_keys")
     @classmethod
@@ -128,8 +137,12 @@ def _is_production_host(provider: str, url: str) -> bool:
 
 
 def _check_base_url(provider: str, environment: str, url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.netloc:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:  # e.g. "http://[::1" (an unclosed IPv6 address)
+        parts = None
+    if parts is None or parts.scheme not in {"http", "https"} or not parts.netloc:
         raise DomainError(
             "invalid_base_url", "base_url must be an absolute http(s) URL", "base_url"
         )

@@ -143,6 +143,34 @@ def test_bad_credentials_are_refused_with_the_field_named(gateway: Any) -> None:
         assert "FAKE" not in response.text
 
 
+def test_an_account_no_payment_could_pass_is_refused_when_added(gateway: Any) -> None:
+    """A MoMo account in a currency MoMo does not take, or a base URL that cannot be parsed,
+    is a 400 naming the field (it was a 201, then every payment failed; or a 500)."""
+    with gateway.admin() as admin:
+        merchant = admin.post("/admin/v1/merchants", json={"name": "M"}).json()
+        add = f"/admin/v1/merchants/{merchant['id']}/accounts"
+        momo = {
+            "api_user": "FAKE-user",
+            "api_key": "FAKE-key",
+            "subscription_keys": {"collection": "FAKE-sub"},
+            "target_environment": "mtnrwanda",
+            "currency": "USD",
+        }
+        usd = admin.post(add, json={"provider": "momo", "environment": "sandbox",
+                                    "credentials": momo})  # fmt: skip
+        assert usd.status_code == 400, usd.text
+        assert usd.json()["error"]["param"] == "credentials.currency"
+        assert "RWF" in usd.json()["error"]["message"]
+        for base_url in ("http://[::1", "http://127.0.0.1:port"):
+            broken = admin.post(add, json={
+                "provider": "momo", "environment": "sandbox", "base_url": base_url,
+                "credentials": {**momo, "currency": "RWF"}})  # fmt: skip
+            assert broken.status_code == 400, broken.text
+            error = broken.json()["error"]
+            assert (error["code"], error["param"]) == ("invalid_base_url", "base_url")
+        assert admin.get(add).json()["data"] == []
+
+
 def test_idempotency_keys_are_apart_per_mode(gateway: Any, merchant: Merchant) -> None:
     with gateway.admin() as admin:
         live = admin.post(
