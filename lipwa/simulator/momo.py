@@ -93,7 +93,7 @@ class Caller:
 
 @dataclass(frozen=True)
 class Operation:
-    name: str  # requesttopay | transfer | deposit | refund
+    name: str  # requesttopay | requesttowithdraw | transfer | deposit | refund
     product: str
     party_field: str | None  # payer | payee; None for refund (payee = original payer)
     table: dict[str, str]
@@ -103,6 +103,10 @@ class Operation:
 OPERATIONS = {
     "requesttopay": Operation("requesttopay", "collection", "payer", REQUEST_TO_PAY_TABLE,
                               "PAYMENT"),
+    # A cash-out the payer approves (momo.md 4.5): a request-to-pay in all but its name.
+    "requesttowithdraw": Operation(
+        "requesttowithdraw", "collection", "payer", REQUEST_TO_PAY_TABLE, "WITHDRAWAL"
+    ),
     "transfer": Operation("transfer", "disbursement", "payee", TRANSFER_TABLE, "TRANSFER"),
     "deposit": Operation("deposit", "disbursement", "payee", REQUEST_TO_PAY_TABLE, "DEPOSIT"),
     "refund": Operation("refund", "disbursement", None, REFUND_TABLE, "REFUND"),
@@ -164,6 +168,7 @@ class MoMo:
             self._route(f"{col}/requesttopay", POST=self._create("requesttopay")),
             self._route(f"{col}/requesttopay/{{ref}}", GET=self._status("requesttopay")),
             self._route(f"{col}/requesttopay/{{ref}}/deliverynotification", POST=self._notify),
+            self._route(f"{col}/requesttowithdraw/{{ref}}", GET=self._status("requesttowithdraw")),
             self._route(f"{dis}/v1_0/requesttopay/{{ref}}/deliverynotification",
                         POST=self._notify),
             self._route(f"{dis}/v1_0/transfer", POST=self._create("transfer")),
@@ -173,6 +178,10 @@ class MoMo:
         ]
         for version in ("v1_0", "v2_0"):
             routes += [
+                self._route(
+                    f"/collection/{version}/requesttowithdraw",
+                    POST=self._create("requesttowithdraw"),
+                ),
                 self._route(f"{dis}/{version}/deposit", POST=self._create("deposit")),
                 self._route(f"{dis}/{version}/refund", POST=self._create("refund")),
             ]
@@ -443,7 +452,7 @@ class MoMo:
             if reason:
                 return reason
         account = self._account(operation.product, record["currency"])
-        sign = 1 if operation.name == "requesttopay" else -1
+        sign = 1 if operation.product == "collection" else -1
         if sign < 0 and self.sim.ledger.balances[account] < amount:
             return "NOT_ENOUGH_FUNDS"
         record["financial_transaction_id"] = self._new_transaction_id(record["reference_id"])

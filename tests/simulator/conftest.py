@@ -75,6 +75,7 @@ class MoMoKit:
 
     PATHS: ClassVar[dict[str, tuple[str, str, str | None]]] = {
         "requesttopay": ("/collection/v1_0/requesttopay", "collection", "payer"),
+        "requesttowithdraw": ("/collection/v1_0/requesttowithdraw", "collection", "payer"),
         "transfer": ("/disbursement/v1_0/transfer", "disbursement", "payee"),
         "deposit": ("/disbursement/v1_0/deposit", "disbursement", "payee"),
         "refund": ("/disbursement/v1_0/refund", "disbursement", None),
@@ -145,7 +146,7 @@ class MoMoKit:
 
     async def status(self, op: str, ref: str, env: str = "sandbox") -> httpx.Response:
         path, product, _ = self.PATHS[op]
-        if op != "requesttopay":
+        if product == "disbursement":  # read at v1_0, whichever version made it
             path = f"/disbursement/v1_0/{op}"
         return await self.client.get(f"{path}/{ref}", headers=await self.headers(product, env))
 

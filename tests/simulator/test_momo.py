@@ -7,6 +7,7 @@ import csv
 import io
 import time
 import uuid
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -398,6 +399,31 @@ async def test_deposit_v2_and_status(momo: MoMoKit) -> None:
         json=momo.body("payee"))
     assert response.status_code == 202
     assert (await momo.settled("deposit", ref))["status"] == "SUCCESSFUL"
+
+
+@pytest.mark.parametrize("version", ["v1_0", "v2_0"])
+async def test_request_to_withdraw_is_served_like_request_to_pay(
+    momo: MoMoKit, version: str
+) -> None:
+    """momo.md 4.5: same body as requesttopay (payer), 202, the same result shape, read at
+    v1_0 whichever version made it; a cash-out fills the collection account."""
+    start = await balance(momo, "collection")
+    ref = str(uuid.uuid4())
+    response = await momo.client.post(
+        f"/collection/{version}/requesttowithdraw",
+        headers=await momo.headers("collection", ref=ref), json=momo.body("payer"))
+    assert (response.status_code, response.content) == (202, b"")
+    done = await momo.settled("requesttowithdraw", ref)
+    assert done["status"] == "SUCCESSFUL" and done["financialTransactionId"].isdigit()
+    assert done["payer"] == {"partyIdType": "MSISDN", "partyId": "256772123456"}
+    after = await balance(momo, "collection")
+    assert Decimal(after["availableBalance"]) == Decimal(start["availableBalance"]) + Decimal(
+        done["amount"]
+    )
+    # a request-to-pay reference is not a withdrawal (and the other way round)
+    other = await momo.client.get(f"/collection/v1_0/requesttopay/{ref}",
+                                  headers=await momo.headers("collection"))
+    assert other.status_code == 404
 
 
 # ----- account holders, user info, delivery notification ------------------------------------
