@@ -1,8 +1,12 @@
-"""One place for "now", so tests and code agree on UTC."""
+"""One place for "now", so tests and code agree on UTC, and for the days Lipwa works with."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+
+# Days a report or reconciliation may cover: the time range of a far day (9999-12-31,
+# 0001-01-01) overflows datetime.
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2100, 12, 31)
 
 
 def utcnow() -> datetime:

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from lipwa.clock import FIRST_DAY, LAST_DAY
 from lipwa.domain.errors import DomainError
 from lipwa.domain.revenue import Aggregator, PaymentFigures, RefundFigures
 from lipwa.store.tables import Payment, Refund
@@ -22,11 +23,18 @@ _MARGIN = timedelta(days=1)
 
 def parse_day(text: str, param: str) -> date:
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise DomainError(
             "invalid_date", f"{param} must be a date like 2026-01-31.", param
         ) from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise DomainError(
+            "invalid_date",
+            f"{param} must be between {FIRST_DAY.isoformat()} and {LAST_DAY.isoformat()}.",
+            param,
+        )
+    return day
 
 
 def check_range(first: date, last: date) -> None:

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from lipwa.cli import app as cli_app
 from tests.gateway.conftest import Gateway, Merchant, db_rows
 from tests.gateway.money_support import wait_status
+from tests.gateway.test_reconciliation import cli_env
 
 FEES = {
     "platform_fees": {
@@ -123,3 +124,31 @@ def test_fees_are_stored_on_success_and_the_revenue_report_adds_up(
     assert as_csv.exit_code == 0 and as_csv.stdout.startswith("merchant_id,currency,day,")
     as_table = CliRunner().invoke(cli_app, args, env=env)
     assert as_table.exit_code == 0 and "967.00" in as_table.stdout, as_table.stdout
+
+
+def test_a_day_too_far_for_a_report_is_refused_by_the_api_and_the_cli(
+    merchant: Merchant, gateway: Gateway
+) -> None:
+    far = {"from": "9999-12-31", "to": "9999-12-31"}
+    with merchant.client() as c:
+        mine = c.get("/v1/reports/revenue", params={"from": "0001-01-01", "to": "0001-01-01"})
+    with gateway.admin() as admin:
+        everyone = admin.get("/admin/v1/reports/revenue", params=far)
+    for response, param in ((mine, "from"), (everyone, "from")):
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert (error["type"], error["code"], error["param"]) == (
+            "invalid_request_error", "invalid_date", param,
+        )  # fmt: skip
+        assert "2000-01-01 and 2100-12-31" in error["message"]
+    with gateway.admin() as admin:
+        late = admin.get("/admin/v1/reports/revenue", params={**far, "from": "2026-01-01"})
+    assert late.json()["error"]["param"] == "to"
+
+    result = CliRunner().invoke(
+        cli_app,
+        ["report", "revenue", "--from", far["from"], "--to", far["to"]],
+        env=cli_env(gateway),
+    )
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--from must be between 2000-01-01 and 2100-12-31" in result.output
