@@ -29,7 +29,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from lipwa.clock import isoformat, utcnow
+from lipwa.clock import FIRST_DAY, LAST_DAY, isoformat, utcnow
 from lipwa.domain.ids import new_id
 from lipwa.domain.money import format_amount
 from lipwa.domain.states import PaymentStatus
@@ -79,6 +79,9 @@ def period_for(statement: Statement, day: date | None, now: datetime | None = No
                 0, "the statement has no rows: give --date so Lipwa knows which day it covers"
             )
         first, last = days
+    for edge in (first, last):
+        if not FIRST_DAY <= edge <= LAST_DAY:
+            raise StatementError(0, f"the day {edge} is not between {FIRST_DAY} and {LAST_DAY}")
     start = datetime.combine(first, time(0), statement.zone)
     end = datetime.combine(last + timedelta(days=1), time(0), statement.zone)
     return Period(start.astimezone(UTC), min(end, now).astimezone(UTC))

@@ -276,6 +276,10 @@ def test_a_malformed_statement_is_rejected_naming_the_line_and_nothing_is_writte
     bad_day = CliRunner().invoke(cli_app, ["reconcile", "--account", account, "--statement",
                                            str(good), "--date", "31-01-2026"], env=env)  # fmt: skip
     assert bad_day.exit_code == 2 and "2026-01-31" in bad_day.output
+    far_day = CliRunner().invoke(cli_app, ["reconcile", "--account", account, "--statement",
+                                           str(good), "--date", "9999-12-31"], env=env)  # fmt: skip
+    assert far_day.exit_code == 2 and "Traceback" not in far_day.output
+    assert "the day 9999-12-31 is not between 2000-01-01 and 2100-12-31" in far_day.output
     runs = db_rows(
         gateway.settings.database_url,
         "SELECT count(*) AS n FROM reconciliation_runs WHERE merchant_id = :m",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -35,6 +36,18 @@ def test_an_empty_statement_needs_a_date() -> None:
     with pytest.raises(StatementError, match="give --date"):
         period_for(empty, None)
     assert period_for(empty, date(2026, 3, 1), now=datetime(2100, 1, 1, tzinfo=UTC))
+
+
+def test_a_day_too_far_for_a_time_range_is_refused() -> None:
+    empty = Statement(format="mpesa", zone=EAT, rows=())
+    for day in (date(9999, 12, 31), date(1, 1, 1)):
+        with pytest.raises(StatementError, match=f"the day {day} is not between"):
+            period_for(empty, day)
+    # A statement whose rows fall on such a day is refused the same way.
+    statement = parse_text(mpesa_export())
+    row = replace(statement.rows[0], completed_at=datetime(9999, 12, 31, 12, tzinfo=EAT))
+    with pytest.raises(StatementError, match="the day 9999-12-31"):
+        period_for(replace(statement, rows=(*statement.rows, row)), None)
 
 
 def test_the_daily_run_takes_the_last_finished_day_of_the_statement_clock() -> None:
