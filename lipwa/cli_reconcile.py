@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import json
+import os
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -45,6 +46,14 @@ REVENUE_COLUMNS = [
 def _check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise typer.BadParameter(f"use one of {', '.join(FORMATS)}", param_hint="--format")
+
+
+def _check_output(output: Path | None) -> None:
+    """Refused before any work: a reconcile run is stored before its report is written."""
+    if output is None:
+        return
+    if output.is_dir() or not os.access(output if output.exists() else output.parent, os.W_OK):
+        raise typer.BadParameter(f"cannot write to {output}", param_hint="--output")
 
 
 def _log_to_stderr(settings: Settings) -> None:
@@ -107,6 +116,7 @@ def reconcile(
 ) -> int:
     """Parse, reconcile, print; returns the exit code (0 clean, 1 discrepancies, 2 error)."""
     _check_format(fmt)
+    _check_output(output)
     _log_to_stderr(settings)
     status = Console(stderr=True)  # progress and errors never mix with CSV/JSON on stdout
     try:
@@ -161,6 +171,7 @@ def revenue(
     output: Path | None,
 ) -> int:
     _check_format(fmt)
+    _check_output(output)
     _log_to_stderr(settings)
     try:
         report = asyncio.run(_revenue(settings, first, last, merchant_id, mode))

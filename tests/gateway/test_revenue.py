@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from typer.testing import CliRunner
@@ -152,3 +153,17 @@ def test_a_day_too_far_for_a_report_is_refused_by_the_api_and_the_cli(
     )
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "--from must be between 2000-01-01 and 2100-12-31" in result.output
+
+
+def test_a_report_output_that_cannot_be_written_is_refused(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    nowhere = tmp_path / "no-such-dir" / "revenue.csv"
+    result = CliRunner().invoke(
+        cli_app,
+        ["report", "revenue", "--from", "2026-01-01", "--to", "2026-01-01", "--format", "csv",
+         "--output", str(nowhere)],
+        env=cli_env(gateway),
+    )  # fmt: skip
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "cannot write to" in result.output and not nowhere.parent.exists()
