@@ -411,17 +411,19 @@ class Reconciler:
 
 
 # ----- reading runs ------------------------------------------------------------------------------
-def _cursor(value: str | None, name: str = "cursor") -> tuple[str, str] | None:
+def _cursor(value: str | None, name: str = "cursor") -> tuple[datetime, str] | None:
     if not value:
         return None
     try:
         created, ident = (
             base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode().split("|", 1)
         )
-        datetime.fromisoformat(created)
+        after = datetime.fromisoformat(created)
+        if after.tzinfo is None:  # ours always carry one; a naive time cannot be compared
+            raise ValueError(created)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise invalid("invalid_cursor", "cursor is not one this API returned", name) from None
-    return created, ident
+    return after, ident
 
 
 async def list_runs(
@@ -441,7 +443,7 @@ async def list_runs(
         query = query.where(ReconciliationRun.merchant_id == merchant_id)
     after = _cursor(cursor)
     if after:
-        created = datetime.fromisoformat(after[0])
+        created = after[0]
         query = query.where(
             (ReconciliationRun.created_at < created)
             | ((ReconciliationRun.created_at == created) & (ReconciliationRun.id < after[1]))

@@ -5,6 +5,7 @@ nothing else."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import io
 import json
@@ -295,6 +296,21 @@ def test_a_malformed_statement_is_rejected_naming_the_line_and_nothing_is_writte
     assert runs[0]["n"] == 0
     with merchant.client() as c:
         assert c.get(f"/v1/payments/{first['id']}").json()["resolved_by"] == "callback"
+
+
+def test_a_run_list_cursor_without_a_time_zone_is_refused(gateway: Gateway) -> None:
+    for raw in (b"2026-01-01T00:00:00|rec_x", b"2026-01-01|rec_x", b"yesterday|rec_x"):
+        cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        with gateway.admin() as admin:
+            response = admin.get("/admin/v1/reconciliations", params={"cursor": cursor})
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert (error["type"], error["code"], error["param"]) == (
+            "invalid_request_error", "invalid_cursor", "cursor",
+        )  # fmt: skip
+    aware = base64.urlsafe_b64encode(b"2026-01-01T00:00:00+00:00|rec_x").decode()
+    with gateway.admin() as admin:
+        assert admin.get("/admin/v1/reconciliations", params={"cursor": aware}).status_code == 200
 
 
 # ----- the daily run ------------------------------------------------------------------------------
