@@ -37,7 +37,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, ident = json.loads(raw)
-        return datetime.fromisoformat(created), str(ident)
+        after = datetime.fromisoformat(created)
+        if after.tzinfo is None:  # ours always carry one; a naive time cannot be compared
+            raise ValueError(created)
+        return after, str(ident)
     except (ValueError, TypeError, binascii.Error) as exc:
         raise invalid("invalid_cursor", "cursor is not one this API returned", "cursor") from exc
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -381,3 +383,15 @@ def test_a_nul_character_is_bad_input_on_every_database(
     if paid.status_code == 400:  # PostgreSQL
         assert paid.json()["error"]["code"] == "invalid_character"
         assert len(stk_pushes(sim_url)) == pushes
+
+
+def test_a_cursor_this_api_never_returned_is_a_400(merchant: Merchant) -> None:
+    def encoded(value: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    with merchant.client() as c:
+        for cursor in ("nonsense", encoded(["2026-01-01T00:00:00", "pay_x"]), encoded([1, 2])):
+            listed = c.get("/v1/payments", params={"cursor": cursor})
+            assert listed.status_code == 400, (cursor, listed.text)
+            error = listed.json()["error"]
+            assert (error["code"], error["param"]) == ("invalid_cursor", "cursor")
