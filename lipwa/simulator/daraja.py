@@ -124,7 +124,7 @@ LAST_FOUR = {
     "2001": "wrong_pin",
     "1001": "subscriber_locked",
 }
-Family = Literal["stk", "secured"]
+Family = Literal["stk", "c2b", "secured"]
 BodyHandler = Callable[[dict[str, Any]], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -237,11 +237,11 @@ class Daraja:
             _route("/mpesa/stkpush/v1/processrequest", api("stk", self._stk_push, True)),
             _route("/mpesa/stkpushquery/v1/query", api("stk", self._stk_query, True)),
             *[
-                _route(f"/mpesa/c2b/{v}/registerurl", api("stk", self.c2b.register))
+                _route(f"/mpesa/c2b/{v}/registerurl", api("c2b", self.c2b.register))
                 for v in ("v1", "v2")
             ],
             *[
-                _route(f"/mpesa/c2b/{v}/simulate", api("stk", self.c2b.simulate))
+                _route(f"/mpesa/c2b/{v}/simulate", api("c2b", self.c2b.simulate))
                 for v in ("v1", "v2")
             ],
             _route("/mpesa/b2c/v1/paymentrequest", api("secured", functools.partial(s.b2c, 1))),
@@ -408,6 +408,8 @@ class Daraja:
             return
         if family == "secured":
             raise DarajaError("401.002.01", f"Error Occurred - Invalid Access Token - {token}")
+        if family == "c2b":  # daraja.md §3: the C2B pages' own code
+            raise DarajaError("400.003.01", "Invalid Access Token")
         raise DarajaError("404.001.03", "Invalid Access Token")
 
     async def _not_found(self, request: Request) -> Response:

@@ -66,9 +66,11 @@ async def test_register_validation(daraja, override, field):
     assert_error(response, 400, "400.002.02", f"Bad Request - Invalid {field}")
 
 
-async def test_c2b_uses_the_stk_token_error(daraja):
-    response = await daraja.client.post("/mpesa/c2b/v2/registerurl", json={})
-    assert_error(response, 404, "404.001.03")
+async def test_c2b_answers_a_bad_token_with_its_own_code(daraja):
+    # daraja.md §3: 400.003.01 on the C2B pages (404.001.03 is the STK pages' code)
+    for path in ("/mpesa/c2b/v2/registerurl", "/mpesa/c2b/v1/simulate"):
+        response = await daraja.client.post(path, json={})
+        assert_error(response, 400, "400.003.01", "Invalid Access Token")
 
 
 async def test_simulate_needs_registered_urls(daraja):

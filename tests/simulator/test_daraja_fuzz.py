@@ -184,7 +184,7 @@ def test_only_documented_error_shapes(
     assert response.status_code == int(payload["errorCode"][:3])
     assert payload["errorMessage"] != "Internal Server Error", payload  # a simulator bug
     assert payload["errorCode"] in {
-        "400.002.02", "400.002.05", "400.008.01", "400.008.02", "401.002.01", "404.001.01",
-        "404.001.03", "404.001.04", "405.001", "500.001.1001", "500.002.1001",
+        "400.002.02", "400.002.05", "400.003.01", "400.008.01", "400.008.02", "401.002.01",
+        "404.001.01", "404.001.03", "404.001.04", "405.001", "500.001.1001", "500.002.1001",
         "500.003.1001",  # C2B simulate before URL registration (a documented choice)
     }, payload
