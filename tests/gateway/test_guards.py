@@ -9,6 +9,7 @@ merchant (merchant settings) or start gateways of their own: other processes in 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 import uuid
@@ -31,7 +32,7 @@ from lipwa.domain.flags import rollout_bucket
 from lipwa.simulator.core import Simulator
 from lipwa.simulator.testing import free_port, serve_in_thread
 from lipwa.store.migrate import upgrade
-from tests.gateway.conftest import Gateway, Merchant, create_merchant, db_rows
+from tests.gateway.conftest import Gateway, Merchant, create_merchant, db_execute, db_rows
 
 STK = "/mpesa/stkpush/v1/processrequest"
 RTP = "/collection/v1_0/requesttopay"
@@ -288,19 +289,30 @@ def test_daily_limit_per_payer(
 
 
 def test_mpesa_cents_cannot_be_switched_on(
-    merchant_factory: Callable[..., Merchant], sim_url: str, database_url: str
+    merchant: Merchant, gateway: Gateway, sim_url: str, database_url: str
 ) -> None:
     """Daraja takes whole shillings: with cents allowed, KES 10.50 would have gone out as 10
-    and been reported paid in full. The override is refused, and nothing is sent."""
-    shop = merchant_factory(settings={"limits": {"KES": {"whole_units": False}}})
+    and been reported paid in full. The override is refused when the merchant is made, and
+    payments of a merchant that stored it earlier are refused with nothing sent."""
+    cents = {"limits": {"KES": {"whole_units": False}}}
+    with gateway.admin() as admin:
+        made = admin.post("/admin/v1/merchants", json={"name": "Cents", "settings": cents})
+    error = error_of(made, 400, "invalid_request_error", "invalid_amount_limits")
+    assert error["param"] == "limits.KES.whole_units"
+    db_execute(
+        database_url,
+        "UPDATE merchants SET settings = :s WHERE id = :id",
+        s=json.dumps(cents),
+        id=merchant.id,
+    )
     pushes = sim_calls(sim_url, STK)
     for amount in ("10.50", "10"):
-        refused = shop.pay(amount=amount, currency="KES", phone="0708374149", reference=ref())
+        refused = merchant.pay(amount=amount, currency="KES", phone="0708374149", reference=ref())
         error = error_of(refused, 400, "invalid_request_error", "invalid_amount_limits")
         assert error["param"] == "limits.KES.whole_units"
         assert "whole KES only" in error["message"]
     assert sim_calls(sim_url, STK) == pushes
-    assert payment_count(database_url, shop.id) == 0
+    assert payment_count(database_url, merchant.id) == 0
 
 
 # ----- kill switches and rollout ----------------------------------------------------------------
