@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -51,6 +52,8 @@ from typing import Any
 SIGNATURE_HEADER = "Lipwa-Signature"
 SCHEME = "v1"
 DEFAULT_TOLERANCE_S = 300
+# ASCII digits only (str.isdigit also takes '²'), and short enough for int().
+TIMESTAMP = re.compile(r"[0-9]{1,18}")
 
 
 class WebhookVerificationError(ValueError):
@@ -95,7 +98,7 @@ def parse_header(header: str | None) -> tuple[int, list[str]]:
             timestamps.append(value)
         elif key == SCHEME:
             signatures.append(value)
-    if len(timestamps) != 1 or not timestamps[0].isdigit():
+    if len(timestamps) != 1 or not TIMESTAMP.fullmatch(timestamps[0]):
         raise WebhookVerificationError(
             f"malformed {SIGNATURE_HEADER} header: it needs exactly one t=<unix seconds>"
         )

@@ -67,6 +67,8 @@ def test_the_timestamp_is_signed_too() -> None:
         ("v1=abc", "exactly one t="),
         ("t=abc,v1=abc", "exactly one t="),
         (f"t={NOW},t={NOW},v1=abc", "exactly one t="),
+        ("t=\u00b2,v1=abc", "exactly one t="),  # a digit to str.isdigit, not to int()
+        ("t=" + "9" * 5000 + ",v1=abc", "exactly one t="),  # too long for int()
         (f"t={NOW}", "no v1 signature"),
         (f"t={NOW},v0=abc", "no v1 signature"),
     ],
