@@ -60,12 +60,22 @@ def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
 
 
 class _MaskingFilter(logging.Filter):
-    """Masks phones and callback tokens in plain stdlib records (uvicorn, httpx)."""
+    """Masks plain stdlib records (uvicorn, httpx): the message and any traceback."""
+
+    _formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        record.msg = mask_text(message)
+        record.msg = mask_text(record.getMessage())
         record.args = ()
+        # Traceback and stack are formatted here, masked and kept as exc_text, which the
+        # handler's formatter prints as it is (it only formats exc_info and stack_info).
+        parts = [record.stack_info] if record.stack_info else []
+        if record.exc_info:
+            parts.insert(0, self._formatter.formatException(record.exc_info))
+        elif record.exc_text:
+            parts.insert(0, record.exc_text)
+        record.exc_text = mask_text("\n".join(parts)) if parts else None
+        record.exc_info = record.stack_info = None
         return True
 
 

@@ -100,6 +100,21 @@ def test_stdlib_records_are_masked(stream: io.StringIO) -> None:
     assert "AbCdEfGhIjKlMnOp" not in text and "254712345149" not in text
 
 
+def test_stdlib_tracebacks_are_masked_like_messages(stream: io.StringIO) -> None:
+    key = "lw_live_" + "Zx9" * 10
+    try:
+        raise RuntimeError(f"refused: Authorization: Bearer {key} for 254712345678")
+    except RuntimeError:
+        # What asyncio does with a task's exception that nobody retrieved.
+        logging.getLogger("asyncio").exception(f"Task exception was never retrieved {key}")
+    logging.getLogger("sqlalchemy.pool").warning("here, for 254712345678", stack_info=True)
+    text = stream.getvalue()
+    assert "Task exception was never retrieved lw_live_[REDACTED]" in text
+    assert "RuntimeError: refused: Authorization: Bearer [REDACTED]" in text
+    assert "Stack (most recent call last)" in text
+    assert key not in text and "254712345678" not in text
+
+
 def test_serve_turns_the_access_log_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """uvicorn's access log would print raw callback URLs (their tokens): `serve` disables it."""
     import uvicorn
