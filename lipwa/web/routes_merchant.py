@@ -404,9 +404,11 @@ async def test_result(
         return session
     async with c.sessions() as db:
         payment = await db.get(Payment, payment_id, populate_existing=True)
+    # A key's session sees its own mode only, like GET /v1/payments/{id}.
     if (
         payment is None
         or payment.merchant_id != merchant_id
+        or not (session.is_admin or payment.mode == session.mode)
         or not payment.reference.startswith(TEST_REFERENCE_PREFIX)
     ):
         return render(

@@ -243,6 +243,32 @@ def test_a_setup_test_payment_goes_through_the_account_being_tested(
         assert api.get(f"/v1/payments/{payment_id}").json()["account_id"] == till["id"]
 
 
+def test_a_setup_test_result_is_only_shown_to_a_session_of_its_mode(merchant: Merchant) -> None:
+    with httpx.Client(base_url=merchant.gateway.url) as c:
+        token = c.get("/signin").text.split('name="csrf_token" value="')[1].split('"')[0]
+        c.post("/signin", data={"credential": merchant.api_key, "csrf_token": token})
+        page = c.get(f"/merchants/{merchant.id}").text
+        form = {
+            name: page.split(f'name="{name}" value="')[1].split('"')[0]
+            for name in ("csrf_token", "attempt")
+        }
+        sent = c.post(f"/merchants/{merchant.id}/accounts/{merchant.accounts['mpesa']['id']}/test",
+                      data={"phone": "0708374149", **form})  # fmt: skip
+        assert sent.status_code == 303, sent.text
+        result_path = sent.headers["location"]
+        assert c.get(result_path).status_code == 200
+    with merchant.gateway.admin() as admin:
+        live_key = admin.post(
+            f"/admin/v1/merchants/{merchant.id}/api-keys", json={"mode": "live"}
+        ).json()["key"]
+    with httpx.Client(base_url=merchant.gateway.url) as c:
+        token = c.get("/signin").text.split('name="csrf_token" value="')[1].split('"')[0]
+        signed_in = c.post("/signin", data={"credential": live_key, "csrf_token": token})
+        assert signed_in.status_code == 303
+        # The test-mode payment and its payer's /c/ link stay out of a live session, as in the API.
+        assert c.get(result_path).status_code == 404
+
+
 def test_two_payers_at_once_pay_a_single_use_link_once(
     merchant: Merchant, sim: Simulator
 ) -> None:
