@@ -12,8 +12,10 @@
 * CSRF: signed double submit. A random nonce lives in an HttpOnly SameSite=Strict cookie; forms
   carry HMAC(secret, nonce); a POST is accepted only when the field matches the cookie's nonce.
   An attacker can neither read the cookie nor compute the field without the server secret.
-The signing secret is derived from the vault's key ring (LIPWA_ENCRYPTION_KEYS), so there is
-no new setting to manage; rotating the ring signs everyone out.
+Signing secrets are derived from the vault's key ring (LIPWA_ENCRYPTION_KEYS), one per key, so
+there is no new setting to manage: the active key's secret signs, every key's secret verifies.
+Adding a key (README, "Rotating the encryption key") keeps sessions and payers' /c/ links
+working; removing a key ends what it signed.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lipwa.config import Settings
+from lipwa.vault import KeyRing
 
 SESSION_COOKIE = "lipwa_session"
 CSRF_COOKIE = "lipwa_csrf"
@@ -81,12 +84,17 @@ class PageHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def _secret(settings: Settings) -> bytes:
-    ring = settings.encryption_keys.get_secret_value() if settings.encryption_keys else ""
-    if not ring:
+def _secrets(settings: Settings) -> list[bytes]:
+    """One secret per vault key, the active key's last (itsdangerous signs with the last)."""
+    text = settings.encryption_keys.get_secret_value() if settings.encryption_keys else ""
+    if text.strip():
+        ring = KeyRing.parse(text)
+        keys = [key for version, key in ring.keys.items() if version != ring.active_version]
+        keys.append(ring.keys[ring.active_version])
+    else:
         # No vault key: the gateway cannot start anyway; keep pages usable in isolated tests.
-        ring = "lipwa-unconfigured"
-    return hmac.new(ring.encode(), b"lipwa.web.v1", hashlib.sha256).digest()
+        keys = [b"lipwa-unconfigured"]
+    return [hmac.new(key, b"lipwa.web.v1", hashlib.sha256).digest() for key in keys]
 
 
 Role = Literal["admin", "merchant"]
@@ -113,19 +121,20 @@ class WebSecurity:
     """Signing for one process; built from settings, kept on the app state."""
 
     def __init__(self, settings: Settings) -> None:
-        secret = _secret(settings)
-        self._secret = secret
-        self._sessions = URLSafeTimedSerializer(secret, salt="lipwa.session")
-        self._tokens = URLSafeSerializer(secret, salt="lipwa.checkout")
+        self._secrets = _secrets(settings)
+        self._sessions = URLSafeTimedSerializer(self._secrets, salt="lipwa.session")
+        self._tokens = URLSafeSerializer(self._secrets, salt="lipwa.checkout")
         self.secure = settings.public_url.startswith("https://")
         self._admin = settings.admin_token
 
     # ----- sessions -----------------------------------------------------------------------
-    def admin_fingerprint(self) -> str | None:
+    def admin_fingerprint(self, secret: bytes | None = None) -> str | None:
+        """The admin token's fingerprint under ``secret`` (the active key's by default)."""
         if self._admin is None:
             return None
         raw = self._admin.get_secret_value().encode()
-        return hmac.new(self._secret, b"admin:" + raw, hashlib.sha256).hexdigest()[:32]
+        key = self._secrets[-1] if secret is None else secret
+        return hmac.new(key, b"admin:" + raw, hashlib.sha256).hexdigest()[:32]
 
     def check_admin_token(self, given: str) -> bool:
         if self._admin is None:
@@ -155,8 +164,9 @@ class WebSecurity:
         if time.time() - session.issued_at > MAX_S:
             return None
         if session.role == "admin":
-            fp = self.admin_fingerprint()
-            if fp is None or not hmac.compare_digest(fp, session.admin_fp or ""):
+            given = session.admin_fp or ""
+            known = [self.admin_fingerprint(secret) or "" for secret in self._secrets]
+            if self._admin is None or not any(hmac.compare_digest(fp, given) for fp in known):
                 return None
         elif session.role != "merchant" or not session.merchant_id:
             return None
@@ -193,8 +203,10 @@ class WebSecurity:
             return nonce, False
         return secrets.token_urlsafe(24), True
 
-    def csrf_token(self, nonce: str) -> str:
-        return hmac.new(self._secret, b"csrf:" + nonce.encode(), hashlib.sha256).hexdigest()
+    def csrf_token(self, nonce: str, secret: bytes | None = None) -> str:
+        """The form field for ``nonce`` under ``secret`` (the active key's by default)."""
+        key = self._secrets[-1] if secret is None else secret
+        return hmac.new(key, b"csrf:" + nonce.encode(), hashlib.sha256).hexdigest()
 
     def set_csrf_cookie(self, response: Response, nonce: str) -> None:
         response.set_cookie(
@@ -205,7 +217,7 @@ class WebSecurity:
         nonce = request.cookies.get(CSRF_COOKIE, "")
         if not nonce or not field:
             return False
-        return hmac.compare_digest(self.csrf_token(nonce), field)
+        return any(hmac.compare_digest(self.csrf_token(nonce, s), field) for s in self._secrets)
 
     # ----- checkout tokens: an unguessable handle on one payment for its payer ------------
     def payment_token(self, payment_id: str) -> str:

@@ -99,6 +99,37 @@ def test_checkout_tokens_cannot_be_forged() -> None:
     assert web.payment_id(forged) is None
 
 
+OLD_KEY = "v1:" + "A" * 43 + "="
+NEW_KEY = "v2:" + "B" * 43 + "="
+
+
+def test_adding_a_vault_key_keeps_checkout_links_sessions_and_forms_working() -> None:
+    """README's key rotation puts a new key first and restarts: nothing already issued breaks."""
+    before = WebSecurity(_settings(encryption_keys=SecretStr(OLD_KEY)))
+    token = before.payment_token("pay_123")  # in a payer's progress page and receipt URL
+    admin = _signed(before, Session("admin", time.time(), admin_fp=before.admin_fingerprint()))[1]
+    merchant = _signed(before, Session("merchant", time.time(), "mer_1", "test", "key_1"))[1]
+    nonce = "n" * 32
+    form_field = before.csrf_token(nonce)  # in a page rendered before the restart
+
+    after = WebSecurity(_settings(encryption_keys=SecretStr(f"{NEW_KEY},{OLD_KEY}")))
+    assert after.payment_id(token) == "pay_123"
+    assert after.read_session(_request({SESSION_COOKIE: admin})) is not None
+    assert after.read_session(_request({SESSION_COOKIE: merchant})) is not None
+    assert after.csrf_ok(_request({CSRF_COOKIE: nonce}), form_field)
+    # New ones are signed with the new key: dropping the old key later keeps them.
+    only_new = WebSecurity(_settings(encryption_keys=SecretStr(NEW_KEY)))
+    assert only_new.payment_id(after.payment_token("pay_9")) == "pay_9"
+    assert only_new.payment_id(token) is None
+
+
+def test_processes_agree_whatever_the_spacing_of_the_key_ring() -> None:
+    spaced = WebSecurity(_settings(encryption_keys=SecretStr(f" {NEW_KEY}, {OLD_KEY} ")))
+    tight = WebSecurity(_settings(encryption_keys=SecretStr(f"{NEW_KEY},{OLD_KEY}")))
+    assert spaced.payment_token("pay_1") == tight.payment_token("pay_1")
+    assert spaced.csrf_token("n" * 32) == tight.csrf_token("n" * 32)
+
+
 def test_charts_escape_labels() -> None:
     svg = charts.hbar_chart("<b>codes</b>", [("<script>x</script>", 3.0)])
     assert "<script>" not in svg and "&lt;script&gt;" in svg
