@@ -86,8 +86,12 @@ class RotateIn(BaseModel):
 
 
 def check_url(url: str, mode: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in {"http", "https"} or not parts.hostname:
         raise invalid("invalid_url", "url must be an absolute http(s) URL", "url")
     if mode == "live":
         if parts.scheme != "https":

@@ -196,7 +196,7 @@ class WebhookSender:
         except httpx.TimeoutException:
             error = f"timed out after {self.policy.timeout_s:g} s"
             return Result(None, error, _elapsed_ms(started))
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # bad URL, OSError, ExceptionGroup: a failed attempt all the same
             error = f"{type(exc).__name__}: {exc}"[:ERROR_MAX]
             return Result(None, error, _elapsed_ms(started))
         duration = _elapsed_ms(started)

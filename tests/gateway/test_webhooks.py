@@ -28,7 +28,7 @@ from lipwa.container import Container
 from lipwa.services.webhooks import Claim, DeliveryPolicy, WebhookSender
 from lipwa.simulator.testing import serve_in_thread
 from lipwa.webhooks import WebhookVerificationError, verify
-from tests.gateway.conftest import Gateway, Merchant, db_rows
+from tests.gateway.conftest import Gateway, Merchant, db_execute, db_rows
 
 
 # ----- a merchant's webhook receiver -----------------------------------------------------------
@@ -172,6 +172,9 @@ def test_secret_is_shown_once_and_stored_sealed(merchant: Merchant, database_url
     [
         ({"url": "ftp://example.com/x", "event_types": ["*"]}, "invalid_url", "url"),
         ({"url": "not a url", "event_types": ["*"]}, "invalid_url", "url"),
+        ({"url": "http://203.0.113.7:99999/hook", "event_types": ["*"]}, "invalid_url", "url"),
+        ({"url": "http://shop.example.com:abc/hook", "event_types": ["*"]}, "invalid_url", "url"),
+        ({"url": "http://[::1/hook", "event_types": ["*"]}, "invalid_url", "url"),
         (
             {"url": "http://127.0.0.1:9/", "event_types": ["payment.refunded"]},
             "parameter_invalid",
@@ -335,6 +338,28 @@ def test_unreachable_endpoint_logs_the_error(merchant: Merchant, gateway: Gatewa
     with merchant.client() as c:  # tidy: nothing owed to a closed port in later tests
         c.delete(f"/v1/webhook-endpoints/{endpoint['id']}")
     assert deliveries(merchant, event["id"])[0]["status"] == "failed"
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/hook", "http://127.0.0.1:abc/hook"])
+def test_a_url_that_cannot_even_be_sent_to_is_a_failed_attempt_then_given_up(
+    merchant: Merchant, gateway: Gateway, database_url: str, url: str
+) -> None:
+    with merchant.client() as c:
+        endpoint = add_endpoint(c, "http://127.0.0.1:9/hook")
+    # Stored before such URLs were refused at creation.
+    db_execute(database_url, "UPDATE webhook_endpoints SET url = :u WHERE id = :i",
+               u=url, i=endpoint["id"])  # fmt: skip
+    event = paid_event(merchant)
+
+    def failed() -> bool:
+        return deliveries(merchant, event["id"])[0]["status"] == "failed"
+
+    run_deliveries(gateway, failed, webhook_give_up_after_s=1.0)
+    [delivery] = deliveries(merchant, event["id"])
+    assert delivery["attempt_count"] == len(delivery["attempts"]) >= 1
+    assert all(a["error"] and a["status_code"] is None for a in delivery["attempts"])
+    with merchant.client() as c:
+        c.delete(f"/v1/webhook-endpoints/{endpoint['id']}")
 
 
 def test_redeliver_sends_again_and_reaches_new_endpoints(
