@@ -8,10 +8,12 @@ the new one out without dropping a webhook.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import json
 import secrets
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -85,10 +87,10 @@ class RotateIn(BaseModel):
     )
 
 
-def check_url(url: str, mode: str) -> str:
+async def check_url(url: str, mode: str) -> str:
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
+        port = parts.port  # raises ValueError for a port that is not 0-65535
     except ValueError:
         parts = None
     if parts is None or parts.scheme not in {"http", "https"} or not parts.hostname:
@@ -96,22 +98,56 @@ def check_url(url: str, mode: str) -> str:
     if mode == "live":
         if parts.scheme != "https":
             raise invalid("https_required", "a live webhook endpoint must use https", "url")
-        # Live webhooks leave the building: refuse obvious internal targets.
-        if _is_internal_host(parts.hostname):
+        # Live webhooks leave the building: refuse the gateway's own and private networks.
+        # A name that does not resolve yet is accepted; every delivery checks it again.
+        try:
+            await public_addresses(parts.hostname, port or 443)
+        except InternalHost:
             raise invalid(
                 "internal_url", "a live webhook endpoint cannot be a local or private host", "url"
-            )
+            ) from None
+        except OSError:
+            pass
     return url
 
 
-def _is_internal_host(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
+class InternalHost(Exception):
+    """A live endpoint's host is, or resolves to, an address that is not global."""
+
+
+async def public_addresses(host: str, port: int) -> list[str]:
+    """The addresses of a live endpoint's host; ``InternalHost`` unless all are global.
+
+    Raises ``OSError`` when the host does not resolve.
+    """
+    if host == "localhost" or host.endswith(".localhost") or _is_odd_ipv4(host):
+        raise InternalHost(host)
+    # In a thread, like loop.getaddrinfo, but socket.getaddrinfo under uvloop too (tests fake it).
+    infos = await asyncio.to_thread(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    addresses = [str(info[4][0]) for info in infos]
+    if not addresses or not all(_is_global(a) for a in addresses):
+        raise InternalHost(host)
+    return addresses
+
+
+def _is_odd_ipv4(host: str) -> bool:
+    """The resolver reads 127.1, 2130706433, 0x7f000001 and 0177.0.0.1 as IPv4 addresses:
+    any such spelling but the canonical dotted quad is refused."""
     try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
+        socket.inet_aton(host)
+    except OSError:
         return False
-    return not address.is_global
+    try:
+        return str(ipaddress.IPv4Address(host)) != host
+    except ValueError:
+        return True
+
+
+def _is_global(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global
 
 
 # ----- secrets ----------------------------------------------------------------------------------
@@ -155,7 +191,7 @@ def endpoint_view(endpoint: WebhookEndpoint, secret: str | None = None) -> dict[
 async def create_endpoint(
     session: AsyncSession, vault: Vault, caller: Caller, data: EndpointIn
 ) -> tuple[WebhookEndpoint, str]:
-    url = check_url(data.url, caller.mode)
+    url = await check_url(data.url, caller.mode)
     now = utcnow()
     endpoint_id = new_id("we")
     secret = new_secret()

@@ -28,7 +28,7 @@ from lipwa.clock import isoformat, utcnow
 from lipwa.domain.ids import new_id
 from lipwa.errors import invalid, not_found
 from lipwa.services.events import event_view
-from lipwa.services.webhook_endpoints import signing_secrets
+from lipwa.services.webhook_endpoints import InternalHost, public_addresses, signing_secrets
 from lipwa.store.tables import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from lipwa.vault import Vault, VaultError
 from lipwa.webhooks import SIGNATURE_HEADER, sign
@@ -192,7 +192,20 @@ class WebhookSender:
             "Content-Type": "application/json",
         }
         try:
-            response = await self._http.post(claim.endpoint.url, content=body, headers=headers)
+            url, extensions = httpx.URL(claim.endpoint.url), {}
+            if claim.endpoint.mode == "live":
+                addresses = await public_addresses(url.host, url.port or 443)
+                # Connect to the address just checked (TLS still verifies the name): a second
+                # lookup could be answered with an internal one (DNS rebinding).
+                headers["Host"] = url.netloc.decode("ascii")
+                extensions["sni_hostname"] = url.host
+                url = url.copy_with(host=addresses[0])
+            response = await self._http.post(
+                url, content=body, headers=headers, extensions=extensions
+            )
+        except InternalHost:
+            error = "refused: the endpoint's host now resolves to a local or private address"
+            return Result(None, error, _elapsed_ms(started))
         except httpx.TimeoutException:
             error = f"timed out after {self.policy.timeout_s:g} s"
             return Result(None, error, _elapsed_ms(started))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import threading
 import time
 import uuid
@@ -220,6 +221,121 @@ def test_live_endpoints_need_public_https(merchant: Merchant) -> None:
     assert plain.json()["error"]["code"] == "https_required"
     assert local.json()["error"]["code"] == "internal_url"
     assert ok.status_code == 201 and ok.json()["livemode"] is True
+
+
+@pytest.fixture
+def dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Names this test resolves itself (no real DNS needed): name -> address."""
+    names: dict[str, str] = {}
+    real = socket.getaddrinfo
+
+    def fake(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in names:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (names[host], port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    return names
+
+
+def test_live_endpoints_refuse_every_way_of_naming_an_internal_host(
+    merchant: Merchant, dns: dict[str, str]
+) -> None:
+    dns["hooks.attacker.example"] = "169.254.169.254"  # a merchant-controlled name, inside
+    hosts = [
+        # What the resolver reads as 127.0.0.1 (and 0 as 0.0.0.0, this machine on Linux).
+        *("127.1", "2130706433", "0x7f000001", "0177.0.0.1", "0"),
+        *("[::1]", "[::ffff:127.0.0.1]", "10.0.0.5", "hooks.attacker.example"),
+    ]
+    with live_client(merchant) as live:
+        for host in hosts:
+            made = live.post(
+                "/v1/webhook-endpoints", json={"url": f"https://{host}/hook", "event_types": ["*"]}
+            )
+            assert made.status_code == 400, (host, made.text)
+            assert made.json()["error"]["code"] == "internal_url", host
+        assert live.get("/v1/webhook-endpoints").json()["data"] == []
+
+
+def add_live_delivery(database_url: str, merchant: Merchant, endpoint_id: str) -> str:
+    """A live event owed to the endpoint, due now; its event id."""
+    from lipwa.clock import utcnow
+    from lipwa.domain.ids import new_id
+    from lipwa.store.db import make_engine, make_sessionmaker
+    from lipwa.store.tables import Event, WebhookDelivery
+
+    event_id, now = new_id("evt"), utcnow()
+
+    async def run() -> None:
+        engine = make_engine(database_url, pool_size=1)
+        try:
+            async with make_sessionmaker(engine)() as session, session.begin():
+                session.add(Event(
+                    id=event_id, merchant_id=merchant.id, mode="live", type="payment.succeeded",
+                    resource_id="pay_live", data={}, created_at=now,
+                ))  # fmt: skip
+                await session.flush()
+                session.add(WebhookDelivery(
+                    id=new_id("whd"), merchant_id=merchant.id, event_id=event_id,
+                    endpoint_id=endpoint_id, status="pending", attempts=0, next_attempt_at=now,
+                    created_at=now,
+                ))  # fmt: skip
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    return event_id
+
+
+def deliver_through(gateway: Gateway, event_id: str, transport: httpx.MockTransport) -> None:
+    """Claim and deliver the event's delivery with a sender whose HTTP goes to ``transport``."""
+
+    async def go() -> None:
+        container = Container.build(gateway.settings)
+        http = httpx.AsyncClient(transport=transport)
+        sender = WebhookSender(container.sessions, container.vault, http=http)
+        try:
+            for _ in range(50):
+                ours = [c for c in await sender.claim() if c.event.id == event_id]
+                if ours:
+                    await sender.deliver(ours[0])
+                    return
+            pytest.fail("the delivery was never claimed")
+        finally:
+            await http.aclose()
+            await container.close()
+
+    asyncio.run(go())
+
+
+def test_a_live_delivery_goes_to_the_address_checked_and_never_inside(
+    merchant: Merchant, gateway: Gateway, database_url: str, dns: dict[str, str]
+) -> None:
+    dns["hooks.shop.example"] = "93.184.216.34"
+    with live_client(merchant) as live:
+        endpoint = add_endpoint(live, "https://hooks.shop.example:8443/hook", ["*"])
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200)
+
+    delivered = add_live_delivery(database_url, merchant, endpoint["id"])
+    deliver_through(gateway, delivered, httpx.MockTransport(answer))
+    [request] = sent  # pinned to the address checked; TLS still checks the name
+    assert (request.url.host, request.url.port) == ("93.184.216.34", 8443)
+    assert request.headers["host"] == "hooks.shop.example:8443"
+    assert request.extensions["sni_hostname"] == "hooks.shop.example"
+
+    dns["hooks.shop.example"] = "127.0.0.1"  # the name now points inside (DNS rebinding)
+    refused = add_live_delivery(database_url, merchant, endpoint["id"])
+    deliver_through(gateway, refused, httpx.MockTransport(answer))
+    assert len(sent) == 1
+    with live_client(merchant) as live:
+        [delivery] = live.get(f"/v1/events/{refused}/deliveries").json()["data"]
+        live.delete(f"/v1/webhook-endpoints/{endpoint['id']}")
+    assert delivery["status"] == "pending" and delivery["attempt_count"] == 1
+    assert "local or private address" in delivery["last_error"]
 
 
 def test_idempotency_key_replays_the_create(merchant: Merchant) -> None:
