@@ -217,7 +217,10 @@ class WebSecurity:
         nonce = request.cookies.get(CSRF_COOKIE, "")
         if not nonce or not field:
             return False
-        return any(hmac.compare_digest(self.csrf_token(nonce, s), field) for s in self._secrets)
+        given = field.encode()  # bytes: compare_digest refuses non-ASCII text with a TypeError
+        return any(
+            hmac.compare_digest(self.csrf_token(nonce, s).encode(), given) for s in self._secrets
+        )
 
     # ----- checkout tokens: an unguessable handle on one payment for its payer ------------
     def payment_token(self, payment_id: str) -> str:

@@ -87,6 +87,7 @@ def test_csrf_token_binds_to_its_cookie() -> None:
     assert not web.csrf_ok(_request({CSRF_COOKIE: nonce}), tampered)
     assert not web.csrf_ok(_request({CSRF_COOKIE: "x" * 32}), token)  # planted cookie
     assert not web.csrf_ok(_request({}), token)
+    assert not web.csrf_ok(_request({CSRF_COOKIE: nonce}), "é" * len(token))  # no TypeError
 
 
 def test_checkout_tokens_cannot_be_forged() -> None:
