@@ -244,7 +244,14 @@ class CollectService:
                 return replay
             payment = plan = None
             if claimed:
-                abandoned = await self._abandoned_answer(session, caller, idempotency_key)
+                abandoned = await idempotency.abandoned_answer(
+                    session,
+                    Payment,
+                    payment_view,
+                    caller.merchant_id,
+                    idempotency_key,
+                    self._abandoned_after,
+                )
                 if abandoned is not None:
                     return abandoned
             else:
@@ -288,22 +295,6 @@ class CollectService:
                 return None
             raise
         return plan
-
-    async def _abandoned_answer(
-        self, session: AsyncSession, caller: Caller, key: str
-    ) -> Outcome | None:
-        """The payment as it stands when the request that wrote it ahead died before storing
-        its answer (it will never come): the retry learns the payment id, never a 2nd charge."""
-        older_than = utcnow() - self._abandoned_after
-        payment_id = await idempotency.abandoned_resource(
-            session, caller.merchant_id, key, older_than
-        )
-        if payment_id is None:
-            return None
-        payment = await session.get(Payment, payment_id, populate_existing=True)
-        if payment is None or payment.merchant_id != caller.merchant_id:
-            return None
-        return Outcome(201, payment_view(payment), replayed=True)
 
     async def _claimed(self, session: AsyncSession, caller: Caller, key: str) -> bool:
         return await session.get(IdempotencyKey, (caller.merchant_id, key)) is not None

@@ -1,8 +1,9 @@
-"""Idempotency-Key bookkeeping shared by the money-moving POSTs (payouts, refunds).
+"""Idempotency-Key bookkeeping shared by the money-moving POSTs (payments, payouts, refunds).
 
 The key row is claimed in the same transaction as the write-ahead of the resource it creates;
 ``finish`` stores the answer so a retry with the same key and body replays it. A concurrent
-twin that lost the claim waits for the winner's answer instead of acting.
+twin that lost the claim waits for the winner's answer instead of acting; a retry after the
+winner's process died learns the resource the claim names (``abandoned_answer``).
 """
 
 from __future__ import annotations
@@ -10,15 +11,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from lipwa.clock import utcnow
 from lipwa.errors import ApiError
-from lipwa.store.tables import IdempotencyKey
+from lipwa.store.tables import IdempotencyKey, Payment, Payout, Refund
+
+# What a claimed key may name (``IdempotencyKey.resource_id``).
+Resource = TypeVar("Resource", Payment, Payout, Refund)
 
 
 @dataclass(frozen=True)
@@ -91,15 +97,26 @@ def claim(
     )
 
 
-async def abandoned_resource(
-    session: AsyncSession, merchant_id: str, key: str, older_than: datetime
-) -> str | None:
-    """The resource of a claim still in progress since before ``older_than`` — its process
-    died between writing ahead and storing the answer — or None."""
+async def abandoned_answer(
+    session: AsyncSession,
+    model: type[Resource],
+    view: Callable[[Resource], dict[str, Any]],
+    merchant_id: str,
+    key: str,
+    abandoned_after: timedelta,
+) -> Outcome | None:
+    """The resource as it stands when the request that claimed ``key`` over ``abandoned_after``
+    ago died between writing it ahead and storing its answer (that answer will never come): the
+    retry learns the resource, and nothing is sent again. None otherwise."""
     row = await session.get(IdempotencyKey, (merchant_id, key), populate_existing=True)
-    if row is None or row.state == "done" or row.created_at > older_than:
+    if row is None or row.state == "done" or row.resource_id is None:
         return None
-    return row.resource_id
+    if row.created_at > utcnow() - abandoned_after:
+        return None
+    resource = await session.get(model, row.resource_id, populate_existing=True)
+    if resource is None or resource.merchant_id != merchant_id:
+        return None
+    return Outcome(201, view(resource), replayed=True)
 
 
 async def finish(

@@ -41,6 +41,7 @@ class MoneyServices:
             settings.public_url,
             first_check_after_s=settings.first_check_after_s,
             idempotency_wait_s=settings.idempotency_wait_s,
+            abandoned_after_s=settings.stale_send_after_s,
             flags=flags,
             prefix_overrides=settings.prefix_overrides,
             guard_defaults=default_policy(settings),
@@ -51,6 +52,7 @@ class MoneyServices:
             settings.public_url,
             first_check_after_s=settings.first_check_after_s,
             idempotency_wait_s=settings.idempotency_wait_s,
+            abandoned_after_s=settings.stale_send_after_s,
             flags=flags,
         )
         schedule = Schedule(

@@ -114,6 +114,7 @@ class PayoutService:
         *,
         first_check_after_s: float = 20.0,
         idempotency_wait_s: float = 15.0,
+        abandoned_after_s: float = 60.0,
         flags: FlagCache | None = None,
         prefix_overrides: dict[str, Network] | None = None,
         guard_defaults: GuardPolicy | None = None,
@@ -124,6 +125,7 @@ class PayoutService:
         self._public_url = public_url
         self._first_check = timedelta(seconds=first_check_after_s)
         self._wait_s = idempotency_wait_s
+        self._abandoned_after = timedelta(seconds=abandoned_after_s)
         self._flags = flags
         self._prefixes = prefix_overrides
 
@@ -202,7 +204,13 @@ class PayoutService:
         key = f"{caller.mode}:{key}"  # keys live per mode, as for payments
         digest = request_hash(data.model_dump(mode="json"))
         async with self._sessions() as session:
-            found = await idempotency.replay(session, caller.merchant_id, key, METHOD_PATH, digest)
+            found, claimed = await idempotency.lookup(
+                session, caller.merchant_id, key, METHOD_PATH, digest
+            )
+            if found is None and claimed:
+                found = await idempotency.abandoned_answer(
+                    session, Payout, payout_view, caller.merchant_id, key, self._abandoned_after
+                )
             if found is not None:
                 return found
             plan = await self.plan(session, caller, data)
@@ -251,7 +259,9 @@ class PayoutService:
                 await take_turn(session, "payee", caller, plan.msisdn)
                 if await self._duplicate(session, caller, payout, key):
                     return None  # a twin with this key got there first: replay its answer
-                idempotency.claim(session, caller.merchant_id, key, METHOD_PATH, digest, now)
+                idempotency.claim(
+                    session, caller.merchant_id, key, METHOD_PATH, digest, now, payout.id
+                )
                 await session.flush()
                 session.add(payout)
                 await session.flush()

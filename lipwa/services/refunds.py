@@ -86,6 +86,7 @@ class RefundService:
         *,
         first_check_after_s: float = 20.0,
         idempotency_wait_s: float = 15.0,
+        abandoned_after_s: float = 60.0,
         flags: FlagCache | None = None,
     ) -> None:
         self._sessions = sessions
@@ -93,6 +94,7 @@ class RefundService:
         self._public_url = public_url
         self._first_check = timedelta(seconds=first_check_after_s)
         self._wait_s = idempotency_wait_s
+        self._abandoned_after = timedelta(seconds=abandoned_after_s)
         self._flags = flags
 
     # ----- validation (reads only) ------------------------------------------------------------
@@ -156,7 +158,13 @@ class RefundService:
         method_path = f"POST /v1/payments/{payment_id}/refunds"
         digest = request_hash(data.model_dump(mode="json"))
         async with self._sessions() as session:
-            found = await idempotency.replay(session, caller.merchant_id, key, method_path, digest)
+            found, claimed = await idempotency.lookup(
+                session, caller.merchant_id, key, method_path, digest
+            )
+            if found is None and claimed:
+                found = await idempotency.abandoned_answer(
+                    session, Refund, refund_view, caller.merchant_id, key, self._abandoned_after
+                )
             if found is not None:
                 return found
             plan = await self.plan(session, caller, payment_id, data)
@@ -197,7 +205,8 @@ class RefundService:
         now = utcnow()
         payment, account = plan.payment, plan.account
         async with self._sessions() as session, session.begin():
-            idempotency.claim(session, caller.merchant_id, key, method_path, digest, now)
+            refund_id = new_id("re")
+            idempotency.claim(session, caller.merchant_id, key, method_path, digest, now, refund_id)
             await session.flush()
             # The lock that serialises refunds of one payment (a no-op clause on SQLite, whose
             # BEGIN IMMEDIATE already holds the database's single writer lock).
@@ -217,7 +226,7 @@ class RefundService:
                 )
             request_id = str(uuid.uuid4())
             refund = Refund(
-                id=new_id("re"),
+                id=refund_id,
                 merchant_id=caller.merchant_id,
                 payment_id=payment.id,
                 account_id=account.id,

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,11 @@ from lipwa.providers.base import SendOutcome
 from lipwa.providers.mpesa.client import MpesaClient
 from lipwa.providers.mpesa.credentials import MpesaCredentials
 from lipwa.providers.tokens import TokenCache
-from lipwa.services.payouts import approval_threshold
+from lipwa.services.idempotency import request_hash
+from lipwa.services.payouts import PayoutIn, approval_threshold
 from lipwa.simulator.testing import free_port
 from lipwa.store.db import make_engine, make_sessionmaker
-from lipwa.store.tables import Payout
+from lipwa.store.tables import IdempotencyKey, Payout
 from tests.gateway.conftest import (
     ADMIN_TOKEN,
     Gateway,
@@ -591,6 +593,41 @@ def test_never_sent_twice_when_the_process_dies(
         settled = _payouts_by_reference(database_url, reference)[0]
         assert settled["receipt"] and settled["resolved_by"] in {"query", "callback"}
         assert events_of(merchant, settled["id"]).count("payout.succeeded") == 1
+
+
+def test_a_retry_after_the_process_died_learns_the_payout(
+    merchant: Merchant, sim_url: str, database_url: str
+) -> None:
+    """A process that wrote the payout ahead (key claimed, payout stored) and died before it
+    stored its answer — a deploy restart mid-send — leaves a key that never gets one. The
+    merchant's retry with the same Idempotency-Key and body is shown that payout as it stands,
+    as for payments, not 409 idempotency_in_progress for ever; nothing is sent again."""
+    key = str(uuid.uuid4())
+    body = {
+        "amount": "400",
+        "currency": "KES",
+        "phone": MPESA_PHONE,
+        "reference": f"crash-{uuid.uuid4().hex[:8]}",
+        "reason": "Cashback",
+    }
+    row = _payout_row(merchant, str(uuid.uuid4()), send_state="ambiguous", amount=Decimal(400))
+    long_ago = utcnow() - timedelta(hours=1)
+    row.status, row.reference, row.reason = "unknown", body["reference"], body["reason"]
+    row.next_check_at, row.created_at, row.updated_at = None, long_ago, long_ago
+    claim = IdempotencyKey(
+        merchant_id=merchant.id,
+        key=f"test:{key}",
+        method_path="POST /v1/payouts",
+        request_hash=request_hash(PayoutIn(**body).model_dump(mode="json")),
+        state="in_progress",
+        resource_id=row.id,
+        created_at=long_ago,
+    )
+    _insert(database_url, claim, row)
+    retry = post_payout(merchant, key=key, **body)
+    assert retry.status_code == 201, retry.text
+    assert (retry.json()["id"], retry.json()["status"]) == (row.id, "unknown")
+    assert b2c_sent(sim_url, row.provider_request_id) == 0
 
 
 # ----- helpers ----------------------------------------------------------------------------------

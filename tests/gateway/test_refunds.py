@@ -7,15 +7,21 @@ import asyncio
 import threading
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 
+from lipwa.clock import utcnow
 from lipwa.providers.base import SendOutcome
 from lipwa.providers.mpesa.client import MpesaClient
 from lipwa.providers.mpesa.credentials import MpesaCredentials
 from lipwa.providers.tokens import TokenCache
+from lipwa.services.idempotency import request_hash
+from lipwa.services.refunds import RefundIn
+from lipwa.store.tables import IdempotencyKey, Refund
 from tests.gateway.conftest import Merchant, db_rows
 from tests.gateway.money_support import (
     MOMO_PHONE,
@@ -29,6 +35,7 @@ from tests.gateway.money_support import (
     wait_for,
     wait_status,
 )
+from tests.gateway.test_recovery import insert_rows
 
 REVERSAL = "/mpesa/reversal/v1/request"
 MOMO_REFUND = "/disbursement/v1_0/refund"
@@ -235,6 +242,54 @@ def test_refunds_are_scoped_to_the_merchant(
     with stranger.client() as c:
         assert c.get(f"/v1/refunds/{mine['id']}").status_code == 404
         assert c.get(f"/v1/payments/{payment['id']}/refunds").status_code == 404
+
+
+def test_a_retry_after_the_process_died_learns_the_refund(
+    momo_merchant: Merchant, sim_url: str, database_url: str
+) -> None:
+    """A process that wrote the refund ahead and died before it stored its answer leaves a
+    key that never gets one: the merchant's retry with the same Idempotency-Key and body is
+    shown that refund as it stands, not 409 idempotency_in_progress for ever; nothing is sent
+    again."""
+    payment = paid_payment(momo_merchant, "RWF", MOMO_PHONE, "1000")
+    key = str(uuid.uuid4())
+    body = {"reason": "Order cancelled"}
+    long_ago = utcnow() - timedelta(hours=1)
+    request_id = str(uuid.uuid4())
+    row = Refund(
+        id=f"re_test{uuid.uuid4().hex[:16]}",
+        merchant_id=momo_merchant.id,
+        payment_id=payment["id"],
+        account_id=momo_merchant.accounts["momo"]["id"],
+        mode="test",
+        provider="momo",
+        status="unknown",
+        amount=Decimal(1000),
+        currency="RWF",
+        reason=body["reason"],
+        meta={},
+        provider_request_id=request_id,
+        provider_ref=request_id,
+        send_state="ambiguous",
+        check_attempts=0,
+        next_check_at=None,  # parked: nothing for the worker to do
+        created_at=long_ago,
+        updated_at=long_ago,
+    )
+    claim = IdempotencyKey(
+        merchant_id=momo_merchant.id,
+        key=f"test:{key}",
+        method_path=f"POST /v1/payments/{payment['id']}/refunds",
+        request_hash=request_hash(RefundIn(**body).model_dump(mode="json")),
+        state="in_progress",
+        resource_id=row.id,
+        created_at=long_ago,
+    )
+    insert_rows(database_url, claim, row)
+    retry = refund(momo_merchant, payment["id"], key=key, **body)
+    assert retry.status_code == 201, retry.text
+    assert (retry.json()["id"], retry.json()["status"]) == (row.id, "unknown")
+    assert sim_requests(sim_url, MOMO_REFUND) == []
 
 
 # ----- helpers ----------------------------------------------------------------------------------
