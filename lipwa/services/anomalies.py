@@ -1,5 +1,6 @@
 """Provider reports that contradict what Lipwa holds (a success after a final failure, a
-callback about another transaction, ...): never applied, kept for an operator.
+callback about another transaction, ...) or cannot settle it (a failed confirming repeat of a
+reversal): never applied, kept for an operator.
 
 Each one is stored, logged as a warning (``anomaly_recorded``), counted in
 ``lipwa_anomalies_total{kind}`` (the ``LipwaAnomalies`` alert fires on it) and listed by
@@ -41,6 +42,14 @@ def record(
     )
     ANOMALIES.labels(kind=kind).inc()
     log.warning("anomaly_recorded", kind=kind, subject_id=subject_id, merchant_id=merchant_id)
+
+
+async def recorded(session: AsyncSession, subject_id: str, kind: str) -> bool:
+    """Whether an anomaly of ``kind`` was kept about ``subject_id`` already."""
+    found = await session.scalar(
+        select(Anomaly.id).where(Anomaly.payment_id == subject_id, Anomaly.kind == kind).limit(1)
+    )
+    return found is not None
 
 
 @dataclass(frozen=True)

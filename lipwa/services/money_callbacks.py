@@ -6,7 +6,8 @@ URL kinds (``/callbacks/<account token>/<kind>/<payout or refund id>``):
 - ``b2c`` (ResultURL of a B2C), ``b2c-timeout`` (its QueueTimeOutURL: unknown, then query),
   ``status`` (ResultURL of a transaction status query about a payout), ``momo-transfer``;
 - ``reversal``, ``reversal-timeout``, ``reversal-check`` (recovery's confirming repeat of a
-  reversal, where ``R000001`` "already reversed" means the first one went through),
+  reversal, where ``R000001`` "already reversed" means the first one went through; only a
+  success settles the refund, any other answer leaves it open as an anomaly),
   ``momo-refund``.
 
 Trust is as for payments: the token and id in the URL, and a body that agrees with what was
@@ -51,6 +52,7 @@ REFUND_KINDS = ("reversal", "reversal-timeout", "reversal-check", "momo-refund")
 KINDS = PAYOUT_KINDS + REFUND_KINDS
 MOMO_KINDS = ("momo-transfer", "momo-refund")
 ALREADY_REFUNDED = "already_refunded"
+UNCONFIRMED_REVERSAL = "reversal_unconfirmed"
 # After a queue-timeout notice or a "no such transaction" answer, look again this soon.
 SOON = timedelta(seconds=1)
 
@@ -169,6 +171,8 @@ class MoneyCallbacks:
         confirming = row.kind == "reversal-check"  # recovery's repeat: its answer is a query's
         if envelope.code == results.ALREADY_REVERSED_CODE:
             report = _already_reversed(report, confirming=confirming)
+        if confirming and report.state is not ReportState.SUCCEEDED:
+            return await self._unconfirmed(session, target, report)
         return await self._report(
             session, model, target, report, "query" if confirming else "callback"
         )
@@ -227,6 +231,28 @@ class MoneyCallbacks:
                 return "noop", "no such transaction at M-Pesa: to be sent"
             return "noop", f"no such transaction at M-Pesa (send state {payout.send_state})"
         return await self._report(session, Payout, payout, report, "query")
+
+    async def _unconfirmed(
+        self, session: AsyncSession, refund: MoneyRow, report: ProviderReport
+    ) -> Applied:
+        """A confirming repeat that did not go through says nothing of the first reversal
+        (the initiator locked since, the float it drained): the refund stays open, unknown,
+        and is checked again; an operator sees why, once."""
+        if refund.status not in OPEN_STATUSES:
+            return "noop", f"confirming reversal answered {report.raw_code}"
+        detail = f"confirming reversal answered {report.raw_code}: {report.raw_message}"
+        if not await anomalies.recorded(session, refund.id, UNCONFIRMED_REVERSAL):
+            anomalies.record(
+                session, refund.merchant_id, refund.id, UNCONFIRMED_REVERSAL, {"detail": detail}
+            )
+        change = MoneyChange(
+            PaymentStatus.UNKNOWN,
+            source="query",
+            provider_code=report.raw_code,
+            next_check_at=refund.next_check_at,
+        )
+        decision = await transition(session, Refund, refund.id, change, refund_view)
+        return decision.value, detail
 
     # ----- shared -------------------------------------------------------------------------------
     async def _report(

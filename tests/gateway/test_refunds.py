@@ -35,6 +35,7 @@ from tests.gateway.money_support import (
     wait_for,
     wait_status,
 )
+from tests.gateway.test_callbacks import anomaly_kinds
 from tests.gateway.test_recovery import insert_rows
 
 REVERSAL = "/mpesa/reversal/v1/request"
@@ -147,6 +148,42 @@ def test_lost_reversal_result_is_confirmed_by_recovery(merchant: Merchant, sim_u
     ]
     assert len(executed) == 1
     assert events_of(merchant, first["id"]) == ["refund.created", "refund.succeeded"]
+
+
+def test_a_failed_confirming_repeat_never_fails_a_reversed_refund(
+    merchant: Merchant, sim_url: str, database_url: str
+) -> None:
+    """Recovery confirms a refund whose reversal result was lost by repeating the reversal.
+    A repeat refused for a reason of its own (2001: the initiator was locked since; equally 1:
+    the first reversal drained the float) says nothing about the first one, which went
+    through: the refund is never failed on that evidence (the merchant would refund again and
+    pay twice). It stays open, unknown and checked, and the operator sees an anomaly."""
+    payment = paid_payment(merchant, "KES", MPESA_PHONE, "100")
+    receipt = payment["receipt"]
+    scenario(sim_url, "mpesa", "no_callback", reference=receipt)  # both results are lost
+    first = created(refund(merchant, payment["id"]))
+    wait_for(lambda: _reversed_at_sim(sim_url, receipt), 10, "the reversal at Daraja")
+    wait_for(lambda: len(_reversals_of(sim_url, receipt)) >= 2, 20, "recovery's repeat")
+    url = f"{merchant.accounts['mpesa']['callback_url']}/reversal-check/{first['id']}"
+    answer = httpx.post(url, json={"Result": {
+        "ResultType": 0, "ResultCode": 2001,
+        "ResultDesc": "The initiator information is invalid.",
+        "OriginatorConversationID": str(uuid.uuid4()), "ConversationID": "AG_20260101_x",
+        "TransactionID": "NLJ0000000"}})  # fmt: skip
+    assert answer.status_code == 200
+    assert anomaly_kinds(database_url, first["id"]) == ["reversal_unconfirmed"]
+    with merchant.client() as c:
+        now = c.get(f"/v1/refunds/{first['id']}").json()
+    assert now["status"] == "unknown", now
+    [row] = db_rows(
+        database_url, "SELECT next_check_at FROM refunds WHERE id = :id", id=first["id"]
+    )
+    assert row["next_check_at"] is not None  # still checked
+    # A later repeat that is answered (R000001: already reversed) settles it.
+    scenario(sim_url, "mpesa", None, reference=receipt)
+    done = final(merchant, first["id"], timeout=30)
+    assert (done["status"], done["provider_code"]) == ("succeeded", "R000001")
+    assert "refund.failed" not in events_of(merchant, first["id"])
 
 
 def test_duplicated_reversal_result_changes_the_refund_once(
@@ -325,6 +362,10 @@ def _payment_reference(sim_url: str, payment_id: str) -> str:
 def _reversed_at_sim(sim_url: str, receipt: str) -> bool:
     records = httpx.get(f"{sim_url}/_sim/transactions", params={"provider": "mpesa"}).json()
     return any(r.get("receipt") == receipt and r.get("reversed_by") for r in records["mpesa"])
+
+
+def _reversals_of(sim_url: str, receipt: str) -> list[dict[str, Any]]:
+    return [r for r in sim_requests(sim_url, REVERSAL) if r["body"].get("TransactionID") == receipt]
 
 
 async def _direct_reversal(sim_url: str, receipt: str, amount: int) -> Any:
