@@ -7,7 +7,8 @@ merchants (a stable hash of the merchant id, ``lipwa.domain.flags``) use provide
 Each process keeps the flags in a ``FlagCache`` and re-reads the table when its copy is older
 than ``flags_refresh_s`` (default 2 s), so a change made by any process or the CLI takes effect
 everywhere within that delay; the process that made the change sees it at once. Switches gate
-new payment requests only: status checks, callbacks and webhooks of payments already made go on.
+new payment requests and every send of a payout or refund (``send_refusal``): status checks,
+callbacks and webhooks of payments already made go on.
 """
 
 from __future__ import annotations
@@ -222,6 +223,25 @@ def switch_refusal(
                 rollout,
             )
     return None
+
+
+async def send_refusal(
+    session: AsyncSession, flags: FlagCache | None, merchant_id: str, account: ProviderAccount
+) -> ApiError | None:
+    """Why no money may be sent from ``account`` now, or None: an operator disabled it (409
+    ``account_disabled``) or a kill switch keeps its path off (503). Checked before every send
+    of a payout or refund, the first and any recovery makes."""
+    if account.status != "active":
+        return ApiError(
+            409,
+            "invalid_request_error",
+            "account_disabled",
+            f"The {account.provider} account {account.id} is disabled: nothing is sent from it "
+            "until it is enabled again",
+        )
+    if flags is None:
+        return None
+    return switch_refusal(await flags.current(session), merchant_id, account.provider, account.id)
 
 
 class KillSwitchGuard:

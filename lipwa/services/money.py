@@ -66,6 +66,6 @@ class MoneyServices:
             refunds=refunds,
             callbacks=MoneyCallbacks(sessions, confirmer),
             recovery=MoneyRecovery(
-                sessions, registry, settings.public_url, payouts, refunds, schedule
+                sessions, registry, settings.public_url, payouts, refunds, schedule, flags
             ),
         )

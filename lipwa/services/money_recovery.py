@@ -18,6 +18,9 @@ Open rows (``pending``/``unknown``) carry ``next_check_at``; the worker claims d
 - MoMo: GET the transfer / refund by our X-Reference-Id. 404 means it never arrived: it is
   sent again, once, with the same reference (MoMo answers 409 if it did arrive after all).
 
+Every send made here (a re-send, a reversal's repeat) is held, as an approval's is, while a
+kill switch is thrown or the account is disabled: the row stays open and is checked again.
+
 Nothing here holds a database session across a provider call.
 """
 
@@ -34,6 +37,7 @@ from lipwa.clock import utcnow
 from lipwa.domain.states import PaymentStatus
 from lipwa.providers.base import ProviderReport, QueryFailure, ReportState, SendOutcome
 from lipwa.services.accounts import callback_base
+from lipwa.services.flags import FlagCache, send_refusal
 from lipwa.services.money_callbacks import change_of
 from lipwa.services.money_states import (
     OPEN_STATUSES,
@@ -64,8 +68,10 @@ class MoneyRecovery:
         payouts: PayoutService,
         refunds: RefundService,
         schedule: Schedule | None = None,
+        flags: FlagCache | None = None,
     ) -> None:
         self._sessions = sessions
+        self._flags = flags
         self._registry = registry
         self._public_url = public_url
         self._payouts = payouts
@@ -138,6 +144,8 @@ class MoneyRecovery:
 
     async def _resend_payout(self, account: ProviderAccount, payout: Payout) -> str:
         """The one re-send, with the payout's own provider request id."""
+        if await self._held(Payout, payout, account):
+            return "held"
         if not await self._claim_send(Payout, payout.id, payout.send_state):
             return "raced"
         result = await self._payouts.send(account, payout)
@@ -160,6 +168,8 @@ class MoneyRecovery:
         if step is not None:
             return step
         if account.provider == "mpesa":
+            if await self._held(Refund, refund, account):  # the repeat may be the reversal
+                return "held"
             result = await self._refunds.send(account, payment, refund, kind="reversal-check")
             log.info("reversal_rechecked", refund_id=refund.id, outcome=result.outcome.value)
             await self._again(Refund, refund, unknown=refund.send_state in UNANSWERED)
@@ -170,6 +180,8 @@ class MoneyRecovery:
             and answer.state is ReportState.NOT_FOUND
             and refund.send_state != "resent"
         ):
+            if await self._held(Refund, refund, account):
+                return "held"
             if not await self._claim_send(Refund, refund.id, refund.send_state):
                 return "raced"
             result = await self._refunds.send(account, payment, refund)
@@ -202,6 +214,19 @@ class MoneyRecovery:
                 await _next_check(session, model, row.id, stale_at)
             return "wait_for_send"
         return None
+
+    async def _held(
+        self, model: MoneyModel, row: Payout | Refund, account: ProviderAccount
+    ) -> bool:
+        """Whether a send must wait, as approval's does: a kill switch thrown or the account
+        disabled keeps the row open, checked again later (and parked past the horizon)."""
+        async with self._sessions() as session:
+            refusal = await send_refusal(session, self._flags, row.merchant_id, account)
+        if refusal is None:
+            return False
+        log.info("send_held", subject_id=row.id, code=refusal.code)
+        await self._again(model, row, unknown=row.send_state in UNANSWERED)
+        return True
 
     async def _apply_answer(
         self, model: MoneyModel, row: Payout | Refund, answer: ProviderReport | QueryFailure

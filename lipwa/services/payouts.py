@@ -45,7 +45,7 @@ from lipwa.providers.base import SendOutcome, SendResult
 from lipwa.services import audit, idempotency
 from lipwa.services.accounts import Caller, callback_base
 from lipwa.services.collect import COUNTRY_FOR_CURRENCY
-from lipwa.services.flags import FlagCache
+from lipwa.services.flags import FlagCache, send_refusal
 from lipwa.services.idempotency import Outcome, request_hash
 from lipwa.services.money_states import emit, record_send
 from lipwa.services.money_views import payout_view
@@ -334,7 +334,10 @@ class PayoutService:
             account = await session.get(ProviderAccount, payout.account_id)
             assert account is not None
             if payout.status == AWAITING:
-                await self._still_allowed(session, payout, account)
+                # A kill switch thrown or the account disabled since the request keeps it waiting.
+                refusal = await send_refusal(session, self._flags, payout.merchant_id, account)
+                if refusal is not None:
+                    raise refusal
             won = await session.execute(
                 update(Payout)
                 .where(Payout.id == payout.id, Payout.status == AWAITING)
@@ -365,24 +368,6 @@ class PayoutService:
         log.info("payout_approved", payout_id=payout.id, approved_by=approver)
         result = await self.send(account, payout)
         return await self.record(payout.id, result)
-
-    async def _still_allowed(
-        self, session: AsyncSession, payout: Payout, account: ProviderAccount
-    ) -> None:
-        """What was checked when the payout was asked for, checked again when it is approved:
-        a kill switch thrown or the account disabled meanwhile keeps it waiting."""
-        if account.status != "active":
-            raise ApiError(
-                409,
-                "invalid_request_error",
-                "account_disabled",
-                f"The {account.provider} account {account.id} was disabled after this payout "
-                "was requested; it keeps waiting: enable the account, or cancel the payout",
-            )
-        if self._flags is not None:
-            await self._flags.refuse_if_off(
-                session, payout.merchant_id, account.provider, account.id
-            )
 
     async def cancel(self, payout_id: str, *, caller: Caller | None) -> dict[str, Any]:
         now = utcnow()

@@ -727,6 +727,24 @@ async def _direct_b2c(sim_url: str, ocid: str, amount: int) -> Any:
         )
 
 
+def test_recovery_sends_nothing_while_the_kill_switch_is_thrown(
+    merchant: Merchant, gateway: Gateway, sim_url: str, database_url: str
+) -> None:
+    """A payout Daraja never got (its process died before the send) is sent by recovery. A
+    kill switch thrown meanwhile (fraud on the merchant, a provider incident) holds that send
+    as it holds an approval's: nothing goes out while it is off, the payout stays open, and it
+    is sent once the switch is back on."""
+    row = _payout_row(merchant, str(uuid.uuid4()), send_state="not_found", amount=Decimal(250))
+    with flag_off(gateway, f"merchant:{merchant.id}"):
+        _insert(database_url, row)
+        time.sleep(6)  # several recovery rounds (the worker polls every second)
+        assert b2c_sent(sim_url, row.provider_request_id) == 0
+        [held] = db_rows(database_url, "SELECT * FROM payouts WHERE id = :id", id=row.id)
+        assert held["status"] in {"pending", "unknown"} and held["next_check_at"] is not None
+    wait_for(lambda: b2c_sent(sim_url, row.provider_request_id) == 1, 15, "the send")
+    assert final(merchant, row.id)["status"] == "succeeded"
+
+
 def test_a_forged_momo_transfer_result_is_not_believed(
     merchant_factory: Callable[..., Merchant], sim_url: str, database_url: str
 ) -> None:
