@@ -30,7 +30,7 @@ from lipwa.errors import invalid
 from lipwa.providers.base import SendOutcome, SendResult
 from lipwa.services import audit, idempotency
 from lipwa.services.accounts import Caller, callback_base
-from lipwa.services.flags import FlagCache
+from lipwa.services.flags import FlagCache, send_refusal
 from lipwa.services.idempotency import Outcome, request_hash
 from lipwa.services.money_states import emit, record_send
 from lipwa.services.money_views import refund_view
@@ -123,10 +123,9 @@ class RefundService:
                 f"the momo account {account.id} cannot refund: it needs a disbursement "
                 "subscription key",
             )
-        if self._flags is not None:
-            await self._flags.refuse_if_off(
-                session, caller.merchant_id, account.provider, account.id
-            )
+        refusal = await send_refusal(session, self._flags, caller.merchant_id, account)
+        if refusal is not None:
+            raise refusal
         return RefundPlan(payment, account, amount)
 
     def _check_mpesa(

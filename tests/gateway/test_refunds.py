@@ -22,7 +22,7 @@ from lipwa.providers.tokens import TokenCache
 from lipwa.services.idempotency import request_hash
 from lipwa.services.refunds import RefundIn
 from lipwa.store.tables import IdempotencyKey, Refund
-from tests.gateway.conftest import Merchant, db_rows
+from tests.gateway.conftest import Gateway, Merchant, db_rows
 from tests.gateway.money_support import (
     MOMO_PHONE,
     MPESA_PHONE,
@@ -109,6 +109,26 @@ def test_mpesa_partial_refund_is_refused(merchant: Merchant, sim_url: str) -> No
     assert sim_requests(sim_url, REVERSAL) == []
     with merchant.client() as c:
         assert c.get(f"/v1/payments/{payment['id']}/refunds").json()["data"] == []
+
+
+def test_a_disabled_account_sends_no_refund(
+    merchant: Merchant, gateway: Gateway, sim_url: str
+) -> None:
+    """An operator disables an M-Pesa account (shortcode under review, credentials rotated at
+    the provider): a refund from it is refused as a payout's approval is (409
+    account_disabled), and no reversal leaves; enabled again, it refunds."""
+    payment = paid_payment(merchant, "KES", MPESA_PHONE, "100")
+    toggle = f"/admin/v1/merchants/{merchant.id}/accounts/{merchant.accounts['mpesa']['id']}"
+    with gateway.admin() as admin:
+        assert admin.post(f"{toggle}/disable").status_code == 200
+        try:
+            refused = refund(merchant, payment["id"])
+        finally:
+            assert admin.post(f"{toggle}/enable").status_code == 200
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "account_disabled"
+    assert sim_requests(sim_url, REVERSAL) == []
+    assert final(merchant, created(refund(merchant, payment["id"]))["id"])["status"] == "succeeded"
 
 
 def test_reversal_of_a_reversed_transaction_fails_already_refunded(
