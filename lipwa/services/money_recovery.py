@@ -115,7 +115,7 @@ class MoneyRecovery:
             return "missing"
         if payout.status not in OPEN_STATUSES:
             return "final"
-        step = await self._early_step(Payout, payout, payout.approved_at or payout.created_at)
+        step = await self._early_step(Payout, payout)
         if step is not None:
             return step
         if account.provider == "momo":
@@ -164,7 +164,7 @@ class MoneyRecovery:
             return "missing"
         if refund.status not in OPEN_STATUSES:
             return "final"
-        step = await self._early_step(Refund, refund, refund.created_at)
+        step = await self._early_step(Refund, refund)
         if step is not None:
             return step
         if account.provider == "mpesa":
@@ -200,11 +200,10 @@ class MoneyRecovery:
         return await self._apply_answer(Refund, refund, answer)
 
     # ----- shared steps ------------------------------------------------------------------------
-    async def _early_step(
-        self, model: MoneyModel, row: Payout | Refund, sent_from: datetime
-    ) -> str | None:
+    async def _early_step(self, model: MoneyModel, row: Payout | Refund) -> str | None:
         """Wait for a send that may be in flight; park a row past the horizon."""
         now = utcnow()
+        sent_from = _sent_from(row)
         if now >= sent_from + timedelta(seconds=self.schedule.horizon_s):
             await self._park(model, row)
             return "park"
@@ -245,7 +244,7 @@ class MoneyRecovery:
         now = utcnow()
         at = now + self.schedule.delay(row.check_attempts)
         overdue = self.schedule.overdue_after_s.get(row.provider, 600.0)
-        unknown = unknown or now - row.created_at > timedelta(seconds=overdue)
+        unknown = unknown or now - _sent_from(row) > timedelta(seconds=overdue)
         async with self._sessions() as session, session.begin():
             if unknown:
                 change = MoneyChange(PaymentStatus.UNKNOWN, source="query", next_check_at=at)
@@ -288,6 +287,11 @@ async def _next_check(
         .values(next_check_at=at)
         .execution_options(synchronize_session=False)
     )
+
+
+def _sent_from(row: Payout | Refund) -> datetime:
+    """When the row could first be sent: a payout waiting for approval is not sent before."""
+    return (row.approved_at if isinstance(row, Payout) else None) or row.created_at
 
 
 def _view(model: MoneyModel) -> Any:

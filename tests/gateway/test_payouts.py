@@ -39,6 +39,7 @@ from tests.gateway.conftest import (
     Gateway,
     Merchant,
     create_merchant,
+    db_execute,
     db_rows,
 )
 from tests.gateway.money_support import (
@@ -366,6 +367,25 @@ def test_a_retry_with_a_new_key_never_pays_out_twice(
     assert len(rows) == 1
     # Another reference is another payout.
     assert post_payout(merchant, **{**body, "reference": "po-dup-3"}).status_code == 201
+
+
+def test_a_payout_approved_hours_after_its_request_is_not_unknown_at_its_first_check(
+    merchant_factory: Callable[..., Merchant], sim_url: str, database_url: str
+) -> None:
+    """Approvals take hours. The status checks count from the approval, when the payout is
+    sent, not from the request: a slow but normal result arrives, and the merchant never
+    hears payout.unknown ("the provider's answer was lost") on the way."""
+    merchant = merchant_factory(settings={"payout_approval_threshold": {"KES": "1000"}})
+    waiting = payout(merchant, amount="2000", currency="KES", phone=MPESA_PHONE)
+    assert waiting["status"] == "awaiting_approval"
+    db_execute(database_url, "UPDATE payouts SET created_at = :t WHERE id = :id",
+               t=utcnow() - timedelta(hours=3), id=waiting["id"])  # fmt: skip
+    set_faults(sim_url, callback_delay_min_s=8, callback_delay_max_s=8)  # after the 1st check
+    with merchant.gateway.client(new_api_key(merchant)) as other:
+        approved = other.post(f"/v1/payouts/{waiting['id']}/approve")
+    assert approved.status_code == 200, approved.text
+    assert final(merchant, waiting["id"], timeout=40)["status"] == "succeeded"
+    assert "payout.unknown" not in events_of(merchant, waiting["id"])
 
 
 def test_approval_keeps_waiting_while_its_account_is_disabled_or_switched_off(
