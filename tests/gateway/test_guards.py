@@ -117,6 +117,22 @@ def fire(url: str, key: str, bodies: list[dict[str, Any]]) -> list[httpx.Respons
     return asyncio.run(go())
 
 
+def fire_through_both(
+    one: Gateway, two: Gateway, key: str, bodies: list[dict[str, Any]]
+) -> list[httpx.Response]:
+    """The first half of ``bodies`` through ``one``, the second through ``two``, all at once."""
+
+    async def both() -> list[httpx.Response]:
+        half = len(bodies) // 2
+        halves = await asyncio.gather(
+            asyncio.to_thread(fire, one.url, key, bodies[:half]),
+            asyncio.to_thread(fire, two.url, key, bodies[half:]),
+        )
+        return halves[0] + halves[1]
+
+    return asyncio.run(both())
+
+
 # ----- merchant prompt budget ------------------------------------------------------------------
 def test_prompt_budget_refuses_over_the_limit_and_refusals_spend_none(
     merchant_factory: Callable[..., Merchant], sim_url: str, database_url: str
@@ -526,15 +542,7 @@ def test_merchant_limit_holds_across_two_processes_sharing_redis(
             {"amount": str(10 + i), "currency": "KES", "phone": "0708374149", "reference": ref()}
             for i in range(40)
         ]
-
-        async def both() -> list[httpx.Response]:
-            halves = await asyncio.gather(
-                asyncio.to_thread(fire, one.url, shop.api_key, bodies[:20]),
-                asyncio.to_thread(fire, two.url, shop.api_key, bodies[20:]),
-            )
-            return halves[0] + halves[1]
-
-        responses = asyncio.run(both())
+        responses = fire_through_both(one, two, shop.api_key, bodies)
     statuses = [r.status_code for r in responses]
     assert set(statuses) <= {201, 429}
     assert statuses.count(201) == 5  # not 5 per process: one budget in Redis
@@ -562,15 +570,7 @@ def test_processes_sharing_redis_send_with_one_oauth_token(
         another_gateway(gateway.settings, tmp_path, **shared) as one,
         another_gateway(gateway.settings, tmp_path, **shared) as two,
     ):
-
-        async def both() -> list[httpx.Response]:
-            halves = await asyncio.gather(
-                asyncio.to_thread(fire, one.url, merchant.api_key, bodies[:8]),
-                asyncio.to_thread(fire, two.url, merchant.api_key, bodies[8:]),
-            )
-            return halves[0] + halves[1]
-
-        responses = asyncio.run(both())
+        responses = fire_through_both(one, two, merchant.api_key, bodies)
     assert [r.status_code for r in responses] == [201] * 16, [r.text for r in responses]
     pushes = httpx.get(f"{sim_url}/_sim/requests", params={"path": STK}).json()["requests"]
     ours = [r for r in pushes if str(r["body"].get("AccountReference", "")).startswith(mark)]

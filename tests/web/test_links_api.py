@@ -223,39 +223,35 @@ def test_a_test_key_session_never_sees_production_callback_urls(merchant: Mercha
         assert production["callback_url"] in c.get(f"/merchants/{merchant.id}").text
 
 
+def send_setup_test(c: httpx.Client, merchant: Merchant, account_id: str) -> str:
+    """Sign in with the merchant's key and send the setup page's test payment through
+    ``account_id``; the path of its result page."""
+    token = c.get("/signin").text.split('name="csrf_token" value="')[1].split('"')[0]
+    c.post("/signin", data={"credential": merchant.api_key, "csrf_token": token})
+    page = c.get(f"/merchants/{merchant.id}").text
+    form = {
+        name: page.split(f'name="{name}" value="')[1].split('"')[0]
+        for name in ("csrf_token", "attempt")
+    }
+    sent = c.post(f"/merchants/{merchant.id}/accounts/{account_id}/test",
+                  data={"phone": "0708374149", **form})  # fmt: skip
+    assert sent.status_code == 303, sent.text
+    return str(sent.headers["location"])
+
+
 def test_a_setup_test_payment_goes_through_the_account_being_tested(
     merchant: Merchant, sim_url: str
 ) -> None:
     till = add_till_account(merchant.gateway, merchant.id, sim_url)
     with httpx.Client(base_url=merchant.gateway.url) as c:
-        token = c.get("/signin").text.split('name="csrf_token" value="')[1].split('"')[0]
-        c.post("/signin", data={"credential": merchant.api_key, "csrf_token": token})
-        page = c.get(f"/merchants/{merchant.id}").text
-        form = {
-            name: page.split(f'name="{name}" value="')[1].split('"')[0]
-            for name in ("csrf_token", "attempt")
-        }
-        sent = c.post(f"/merchants/{merchant.id}/accounts/{till['id']}/test",
-                      data={"phone": "0708374149", **form})  # fmt: skip
-    assert sent.status_code == 303, sent.text
-    payment_id = sent.headers["location"].rsplit("/", 1)[-1]
+        payment_id = send_setup_test(c, merchant, till["id"]).rsplit("/", 1)[-1]
     with merchant.client() as api:
         assert api.get(f"/v1/payments/{payment_id}").json()["account_id"] == till["id"]
 
 
 def test_a_setup_test_result_is_only_shown_to_a_session_of_its_mode(merchant: Merchant) -> None:
     with httpx.Client(base_url=merchant.gateway.url) as c:
-        token = c.get("/signin").text.split('name="csrf_token" value="')[1].split('"')[0]
-        c.post("/signin", data={"credential": merchant.api_key, "csrf_token": token})
-        page = c.get(f"/merchants/{merchant.id}").text
-        form = {
-            name: page.split(f'name="{name}" value="')[1].split('"')[0]
-            for name in ("csrf_token", "attempt")
-        }
-        sent = c.post(f"/merchants/{merchant.id}/accounts/{merchant.accounts['mpesa']['id']}/test",
-                      data={"phone": "0708374149", **form})  # fmt: skip
-        assert sent.status_code == 303, sent.text
-        result_path = sent.headers["location"]
+        result_path = send_setup_test(c, merchant, merchant.accounts["mpesa"]["id"])
         assert c.get(result_path).status_code == 200
     with merchant.gateway.admin() as admin:
         live_key = admin.post(
