@@ -212,6 +212,9 @@ def serve(
         port=port,
         workers=workers,
         access_log=False,
+        # uvicorn's own loggers go through the masked handler configure_logging set up (its
+        # default config has handlers of its own, which would print tracebacks unmasked).
+        log_config=None,
         log_level=settings.log_level.lower(),
     )
 

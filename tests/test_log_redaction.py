@@ -131,3 +131,31 @@ def test_serve_turns_the_access_log_off(tmp_path: Path, monkeypatch: pytest.Monk
     result = CliRunner().invoke(app, ["serve", "--workers", "1"], env=env)
     assert result.exit_code == 0, result.output
     assert seen["access_log"] is False
+    # and no logging config of uvicorn's own: its loggers reach the masked root handler
+    assert seen["log_config"] is None
+
+
+def test_an_api_process_nobody_set_logging_up_for_logs_masked_json() -> None:
+    """`lipwa serve --workers N` builds the app in new processes: they log as configured."""
+    import subprocess
+    import sys
+
+    from lipwa.vault import generate_key_text
+
+    code = (
+        "import structlog\n"
+        "from lipwa.api.app import create_app\n"
+        "create_app()\n"
+        "structlog.get_logger('t').info('paid', phone='254712345678', consumer_secret='cs-x')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"LIPWA_ENCRYPTION_KEYS": generate_key_text("v1"), "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    (line,) = [json.loads(x) for x in done.stderr.splitlines() if '"paid"' in x]
+    assert line["event"] == "paid" and line["consumer_secret"] == "[REDACTED]"
+    assert "254712345678" not in done.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
 from fastapi import FastAPI
 
 from lipwa import __version__
@@ -23,6 +24,7 @@ from lipwa.api import refunds as refunds_api
 from lipwa.api import reports as reports_api
 from lipwa.config import Settings
 from lipwa.container import Container
+from lipwa.observability import configure_logging
 from lipwa.web import install as install_pages
 from lipwa.worker.embedded import embedded_worker
 
@@ -39,6 +41,10 @@ One API in front of M-Pesa (Daraja) and MTN MoMo.
 
 def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
     settings = settings or (container.settings if container else Settings())
+    if not structlog.is_configured():
+        # `lipwa serve --workers N` builds the app in N new processes: each logs (masked, as
+        # configured) like the one that started them.
+        configure_logging(settings.log_level, settings.log_json)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
