@@ -86,8 +86,7 @@ def test_mpesa_reversal_refunds_the_whole_payment(merchant: Merchant, sim_url: s
     assert (done["status"], done["resolved_by"]) == ("succeeded", "callback")
     assert done["receipt"] and done["receipt"] != payment["receipt"]
     assert events_of(merchant, first["id"]) == ["refund.created", "refund.succeeded"]
-    [sent] = [r["body"] for r in sim_requests(sim_url, REVERSAL)]
-    assert sent["TransactionID"] == payment["receipt"]
+    [sent] = [r["body"] for r in _reversals_of(sim_url, payment["receipt"])]
     assert (sent["Amount"], sent["RecieverIdentifierType"], sent["ReceiverParty"]) == (
         "100",
         "11",
@@ -98,7 +97,7 @@ def test_mpesa_reversal_refunds_the_whole_payment(merchant: Merchant, sim_url: s
     assert [r["id"] for r in listed] == [first["id"]]
     again = refund(merchant, payment["id"])
     assert again.status_code == 400 and again.json()["error"]["code"] == "already_refunded"
-    assert len(sim_requests(sim_url, REVERSAL)) == 1
+    assert len(_reversals_of(sim_url, payment["receipt"])) == 1
 
 
 def test_mpesa_partial_refund_is_refused(merchant: Merchant, sim_url: str) -> None:
@@ -106,7 +105,7 @@ def test_mpesa_partial_refund_is_refused(merchant: Merchant, sim_url: str) -> No
     response = refund(merchant, payment["id"], amount="40")
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "partial_refund_not_supported"
-    assert sim_requests(sim_url, REVERSAL) == []
+    assert _reversals_of(sim_url, payment["receipt"]) == []
     with merchant.client() as c:
         assert c.get(f"/v1/payments/{payment['id']}/refunds").json()["data"] == []
 
@@ -127,7 +126,7 @@ def test_a_disabled_account_sends_no_refund(
             assert admin.post(f"{toggle}/enable").status_code == 200
     assert refused.status_code == 409, refused.text
     assert refused.json()["error"]["code"] == "account_disabled"
-    assert sim_requests(sim_url, REVERSAL) == []
+    assert _reversals_of(sim_url, payment["receipt"]) == []
     assert final(merchant, created(refund(merchant, payment["id"]))["id"])["status"] == "succeeded"
 
 
@@ -151,7 +150,13 @@ def test_lost_reversal_result_is_confirmed_by_recovery(merchant: Merchant, sim_u
     payment = paid_payment(merchant, "KES", MPESA_PHONE, "100")
     set_faults(sim_url, callback_drop_pct=100)
     first = created(refund(merchant, payment["id"]))
-    wait_for(lambda: any(c["dropped"] for c in sim_callbacks(sim_url, "reversal_result")), 10)
+    wait_for(
+        lambda: any(
+            c["dropped"] and c["url"].endswith(f"/reversal/{first['id']}")
+            for c in sim_callbacks(sim_url, "reversal_result")
+        ),
+        10,
+    )
     set_faults(sim_url, callback_drop_pct=0)
     done = final(merchant, first["id"], timeout=30)
     # Recovery repeated the reversal towards /reversal-check/: Daraja refused it as already
@@ -161,7 +166,7 @@ def test_lost_reversal_result_is_confirmed_by_recovery(merchant: Merchant, sim_u
         "query",
         "R000001",
     )
-    assert len(sim_requests(sim_url, REVERSAL)) >= 2
+    assert len(_reversals_of(sim_url, payment["receipt"])) >= 2
     ledger = httpx.get(f"{sim_url}/_sim/transactions", params={"provider": "mpesa"}).json()
     executed = [
         t for t in ledger["mpesa"] if t["type"] == "reversal" and t["status"] == "completed"
@@ -231,7 +236,7 @@ def test_concurrent_mpesa_refunds_reverse_once(merchant: Merchant, sim_url: str)
     payment = paid_payment(merchant, "KES", MPESA_PHONE, "100")
     answers = race(lambda: refund(merchant, payment["id"]), 4)
     assert sorted(a.status_code for a in answers) == [201, 400, 400, 400]
-    assert len(sim_requests(sim_url, REVERSAL)) == 1
+    assert len(_reversals_of(sim_url, payment["receipt"])) == 1
 
 
 # ----- MoMo refunds ----------------------------------------------------------------------------
