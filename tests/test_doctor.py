@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from typer.testing import CliRunner
 
@@ -24,6 +26,7 @@ from lipwa.doctor.facts import Facts
 from lipwa.doctor.result import Status
 from lipwa.keys import KNOWN_EXAMPLE_KEYS, dated_version
 from lipwa.services.accounts import create_api_key
+from lipwa.store.tables import WorkerHeartbeat
 from lipwa.vault import generate_key_text
 from tests.ops_support import (
     ALERT_RULES,
@@ -58,6 +61,16 @@ def doctor(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any], str]:
     human = runner.invoke(app, ["doctor", *args], env={**base, **env})
     assert machine.exit_code == human.exit_code, (machine.output, human.output)
     return machine.exit_code, json.loads(machine.output), human.output
+
+
+def wait_for_first_heartbeat(url: str, timeout_s: float = 10.0) -> None:
+    async def beats(session: AsyncSession) -> int:
+        return len((await session.execute(select(WorkerHeartbeat))).all())
+
+    deadline = time.monotonic() + timeout_s
+    while run_db(url, beats) == 0:
+        assert time.monotonic() < deadline, "the embedded worker never beat"
+        time.sleep(0.05)
 
 
 def by_status(report: dict[str, Any], status: str) -> dict[str, dict[str, Any]]:
@@ -282,6 +295,7 @@ def test_online_gets_tokens_from_the_simulator(db: str, simulator_url: str) -> N
         "LIPWA_PUBLIC_URL": settings.public_url,
     }
     with serve_in_thread(create_app(settings), port=port):
+        wait_for_first_heartbeat(db)  # the embedded worker starts beside the API, not before it
         code, report, human = doctor(env, "--online", "--alert-rules", str(ALERT_RULES))
     assert code == 1, human
     passes, fails = by_status(report, "pass"), by_status(report, "fail")
