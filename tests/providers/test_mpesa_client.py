@@ -255,6 +255,15 @@ async def test_push_error_answers(
         assert result.error_message == body["errorMessage"]
 
 
+async def test_push_answer_without_a_response_code_keeps_its_checkout_id_to_query() -> None:
+    body = {"MerchantRequestID": "29115-1", "CheckoutRequestID": "ws_CO_191220191020363925"}
+    script = Script().on(OAUTH, *tokens(TOKEN_1)).on(PUSH, reply(200, body))
+    result = await push(make(script))
+    assert result.outcome is SendOutcome.AMBIGUOUS  # never assumed accepted nor refused
+    assert result.provider_ref == "ws_CO_191220191020363925"  # recovery queries by it
+    assert len(script.calls(PUSH)) == 1
+
+
 @pytest.mark.parametrize(
     "exc",
     [

@@ -368,11 +368,14 @@ class MpesaClient(ProviderHttp):
     def _read_push_answer(self, answer: _Answer) -> SendResult:
         body, status = answer.body, answer.status
         if 200 <= status < 300 and body is not None and answer.error is None:
-            refused = self._response_code_refusal(answer, body)
-            if refused is not None:
-                return refused
             checkout_id = body.get("CheckoutRequestID")
             merchant_id = body.get("MerchantRequestID")
+            refused = self._response_code_refusal(answer, body)
+            if refused is not None:
+                if refused.outcome is SendOutcome.AMBIGUOUS and isinstance(checkout_id, str):
+                    # Kept so recovery can ask Daraja about it instead of parking it unknown.
+                    refused = dataclasses.replace(refused, provider_ref=checkout_id or None)
+                return refused
             if not isinstance(checkout_id, str) or not checkout_id:
                 # Accepted, but we could never match its callback or query it.
                 return SendResult(
