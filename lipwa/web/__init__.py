@@ -12,12 +12,14 @@ from fastapi.staticfiles import StaticFiles
 from lipwa.config import Settings
 from lipwa.web.render import HERE
 from lipwa.web.security import PageHeaders, WebSecurity
+from lipwa.web.stream_slots import StreamSlots
 
 
 def install(app: FastAPI, settings: Settings) -> None:
     from lipwa.web import routes_checkout, routes_dashboard, routes_links, routes_merchant
 
     app.state.web_security = WebSecurity(settings)
+    app.state.stream_slots = StreamSlots()
     app.include_router(routes_links.router)
     app.include_router(routes_links.public)
     app.include_router(routes_checkout.router)

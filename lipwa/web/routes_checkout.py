@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from lipwa.api.deps import ContainerDep
 from lipwa.container import Container
@@ -43,6 +44,7 @@ from lipwa.web.render import (
     render,
     security,
 )
+from lipwa.web.stream_slots import StreamSlots
 
 log = structlog.get_logger("lipwa.web.checkout")
 router = APIRouter(include_in_schema=False)
@@ -368,46 +370,65 @@ async def progress_status(token: str, request: Request, c: ContainerDep) -> Resp
 
 @router.get("/c/{token}/events")
 async def progress_events(token: str, request: Request, c: ContainerDep) -> Response:
-    """One ``data:`` line per status change; ends at a final status (or after 5 minutes).
-    Each read is its own short session: nothing is held open between polls."""
+    """Server-sent events of the payment's status, while a stream slot is free (429 else:
+    the page then polls ``/status``)."""
     payment = await _payment_for(c, request, token)
     if payment is None:
         return JSONResponse({"error": "not_found"}, status_code=404)
     lang = page_language(request)
     payment_id = payment.id
+    slots: StreamSlots = request.app.state.stream_slots
+    slot = slots.take(payment_id)
+    if slot is None:
+        return JSONResponse(
+            {"error": "too_many_streams"}, status_code=429, headers={"retry-after": "5"}
+        )
 
     async def stream() -> AsyncIterator[str]:
-        loop = asyncio.get_running_loop()
-        started = last_beat = loop.time()
-        last = ""
-        yield "retry: 2000\n\n"
-        while True:
-            async with c.sessions() as session:
-                current = await session.get(Payment, payment_id, populate_existing=True)
-            if current is None:
-                return
-            data = json.dumps(_status_view(request, current, lang))
-            if data != last:
-                yield f"data: {data}\n\n"
-                last = data
-            if current.status not in OPEN_STATUSES:
-                if current.status == "succeeded":
-                    link, _ = await _link_of(c, current)
-                    await _settle_link(c, current, link)
-                return
-            now = loop.time()
-            if now - started > SSE_MAX_S or await request.is_disconnected():
-                return
-            if now - last_beat > SSE_HEARTBEAT_S:
-                yield ": keep-alive\n\n"
-                last_beat = now
-            await asyncio.sleep(SSE_POLL_S)
+        try:
+            async for chunk in _progress(request, c, payment_id, lang):
+                yield chunk
+        finally:  # also when the client goes away mid-stream
+            slot.release()
 
     return StreamingResponse(
         stream(),
         media_type="text/event-stream",
         headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+        background=BackgroundTask(slot.release),  # a stream never started gives it back too
     )
+
+
+async def _progress(
+    request: Request, c: Container, payment_id: str, lang: str
+) -> AsyncIterator[str]:
+    """One ``data:`` line per status change; ends at a final status (or after 5 minutes).
+    Each read is its own short session: nothing is held open between polls."""
+    loop = asyncio.get_running_loop()
+    started = last_beat = loop.time()
+    last = ""
+    yield "retry: 2000\n\n"
+    while True:
+        async with c.sessions() as session:
+            current = await session.get(Payment, payment_id, populate_existing=True)
+        if current is None:
+            return
+        data = json.dumps(_status_view(request, current, lang))
+        if data != last:
+            yield f"data: {data}\n\n"
+            last = data
+        if current.status not in OPEN_STATUSES:
+            if current.status == "succeeded":
+                link, _ = await _link_of(c, current)
+                await _settle_link(c, current, link)
+            return
+        now = loop.time()
+        if now - started > SSE_MAX_S or await request.is_disconnected():
+            return
+        if now - last_beat > SSE_HEARTBEAT_S:
+            yield ": keep-alive\n\n"
+            last_beat = now
+        await asyncio.sleep(SSE_POLL_S)
 
 
 @router.post("/c/{token}/retry")
