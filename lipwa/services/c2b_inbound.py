@@ -37,6 +37,7 @@ from lipwa.providers.mpesa.c2b import C2bNotice, parse_notice, validation_reply
 from lipwa.services import inbound
 from lipwa.services.c2b_orders import OpenOrder, account_mode, find_open_order
 from lipwa.services.links import note_payment_final
+from lipwa.services.receipt_twins import payment_with_receipt
 from lipwa.services.transitions import Change, add_event, apply
 from lipwa.store.tables import InboundCallback, Payment, ProviderAccount
 
@@ -168,6 +169,10 @@ class C2bInbound:
         if existing is not None:
             row.payment_id = existing
             return "noop", f"TransID {notice.trans_id} already recorded"
+        paid_by_prompt = await payment_with_receipt(session, account.id, notice.trans_id)
+        if paid_by_prompt is not None:  # an STK push's own payment, confirmed here too
+            row.payment_id = paid_by_prompt
+            return "noop", f"TransID {notice.trans_id} is the receipt of {paid_by_prompt}"
         amount = _amount(notice, account.currency)
         if amount is None:
             return (

@@ -21,6 +21,7 @@ from lipwa.domain.money import format_amount
 from lipwa.domain.states import PaymentStatus, Transition, decide_transition
 from lipwa.services import anomalies
 from lipwa.services.fees import success_fees
+from lipwa.services.receipt_twins import note_c2b_twin
 from lipwa.store.tables import Event, Payment, WebhookDelivery, WebhookEndpoint
 
 OPEN_STATUSES = (PaymentStatus.PENDING.value, PaymentStatus.UNKNOWN.value)
@@ -137,12 +138,14 @@ async def _fill_receipt(session: AsyncSession, payment: Payment, change: Change)
         and payment.receipt is None
         and change.receipt
     ):
-        await session.execute(
+        filled = await session.execute(
             update(Payment)
             .where(Payment.id == payment.id, Payment.receipt.is_(None))
             .values(receipt=change.receipt, updated_at=utcnow())
             .execution_options(synchronize_session=False)
         )
+        if filled.rowcount:  # type: ignore[attr-defined]
+            await note_c2b_twin(session, payment, change.receipt)
 
 
 async def apply(
@@ -226,6 +229,8 @@ async def _apply_once(
     if updated is None:
         return None
     payment = updated
+    if payment.status == PaymentStatus.SUCCEEDED.value:
+        await note_c2b_twin(session, payment, payment.receipt)
     await add_event(session, payment, f"payment.{payment.status}")
     metrics.payment_transition(payment.provider, payment.status)
     return decision

@@ -116,6 +116,7 @@ class Payment(Base):
         Index("ix_payments_merchant_phone_created", "merchant_id", "phone", "created_at"),
         Index("ix_payments_account_created", "account_id", "created_at"),
         Index("ix_payments_status_created", "status", "created_at"),
+        Index("ix_payments_account_receipt", "account_id", "receipt"),
         UniqueConstraint("account_id", "provider_ref", name="uq_payments_account_provider_ref"),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

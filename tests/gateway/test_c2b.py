@@ -3,6 +3,7 @@ rules, confirmations becoming ``c2b`` payments, duplicates, and open orders."""
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from typing import Any
@@ -379,3 +380,94 @@ def test_bill_ref_of_a_payment_link_is_accepted_and_tied_to_the_link(
         ]
     )
     assert again and again[0]["result_code"] == "C2B00012"
+
+
+# ----- one transaction, two notices --------------------------------------------------------------
+def confirmation_of(shop: Merchant, trans_id: str, bill_ref: str, amount: str) -> dict[str, Any]:
+    """A C2B confirmation as Daraja would send it for a payment into the paybill."""
+    return {
+        "TransactionType": "Pay Bill",
+        "TransID": trans_id,
+        "TransTime": "20261122101010",
+        "TransAmount": amount,
+        "BusinessShortCode": paybill(shop),
+        "BillRefNumber": bill_ref,
+        "InvoiceNumber": "",
+        "OrgAccountBalance": "",
+        "ThirdPartyTransID": "",
+        "MSISDN": "2547 ***** 149",
+        "FirstName": "John",
+        "MiddleName": "",
+        "LastName": "",
+    }
+
+
+def test_a_confirmation_of_an_stk_payment_makes_no_second_payment(
+    shop: Merchant, database_url: str
+) -> None:
+    """Daraja may also confirm an STK push's payment to the paybill's C2B URL: its TransID is
+    the STK receipt, and the money is counted once."""
+    ref = new_ref("TW")  # M-Pesa shows at most 12 characters
+    stk = shop.pay(amount="10", currency="KES", phone="0708374149", reference=ref).json()
+    receipt = shop.wait_final(stk["id"])["receipt"]
+    assert receipt
+    base = shop.accounts["mpesa"]["callback_url"]
+    answer = httpx.post(f"{base}/c2b-confirm", json=confirmation_of(shop, receipt, ref, "10.00"))
+    assert answer.json() == {"ResultCode": 0, "ResultDesc": "Success"}
+    payments = payments_with_reference(shop, ref)
+    assert [p["id"] for p in payments] == [stk["id"]]
+    rows = [
+        r
+        for r in inbound_rows(database_url, shop.accounts["mpesa"]["id"], "c2b-confirm")
+        if receipt in r["body"]
+    ]
+    assert [(r["outcome"], r["payment_id"]) for r in rows] == [("noop", stk["id"])]
+
+
+def test_a_confirmation_before_its_stk_callback_is_flagged_for_an_operator(
+    shop: Merchant, sim_url: str, database_url: str
+) -> None:
+    """The confirmation came first, so its C2B payment was made and reported; when the STK
+    payment then succeeds with the same receipt, an anomaly names both."""
+    httpx.put(
+        f"{sim_url}/_sim/scenario",
+        json={"provider": "mpesa", "phone": "254708374100", "outcome": "pending_forever"},
+    ).raise_for_status()
+    ref = new_ref("TW")  # M-Pesa shows at most 12 characters
+    stk = shop.pay(amount="10", currency="KES", phone="0708374100", reference=ref).json()
+    receipt = "TWN" + uuid.uuid4().hex[:7].upper()
+    base = shop.accounts["mpesa"]["callback_url"]
+    httpx.post(f"{base}/c2b-confirm", json=confirmation_of(shop, receipt, ref, "10.00"))
+    c2b = [p for p in payments_with_reference(shop, ref) if p["channel"] == "c2b"]
+    assert len(c2b) == 1 and c2b[0]["metadata"]["matched_payment_id"] == stk["id"]
+
+    checkout_id = db_rows(
+        database_url, "SELECT provider_ref FROM payments WHERE id = :id", id=stk["id"]
+    )[0]["provider_ref"]
+    callback = {
+        "Body": {
+            "stkCallback": {
+                "MerchantRequestID": "1-2-3",
+                "CheckoutRequestID": checkout_id,
+                "ResultCode": 0,
+                "ResultDesc": "The service request is processed successfully.",
+                "CallbackMetadata": {
+                    "Item": [
+                        {"Name": "Amount", "Value": 10.0},
+                        {"Name": "MpesaReceiptNumber", "Value": receipt},
+                        {"Name": "TransactionDate", "Value": 20261122101010},
+                        {"Name": "PhoneNumber", "Value": 254708374100},
+                    ]
+                },
+            }
+        }
+    }
+    httpx.post(f"{base}/stk/{stk['id']}", json=callback).raise_for_status()
+    assert shop.wait_final(stk["id"])["status"] == "succeeded"
+    anomalies = db_rows(
+        database_url, "SELECT kind, detail FROM anomalies WHERE payment_id = :id", id=stk["id"]
+    )
+    assert [a["kind"] for a in anomalies] == ["receipt_recorded_twice"]
+    detail = anomalies[0]["detail"]
+    detail = json.loads(detail) if isinstance(detail, str) else detail
+    assert detail["c2b_payment_id"] == c2b[0]["id"] and detail["receipt"] == receipt
