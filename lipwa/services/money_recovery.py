@@ -35,7 +35,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lipwa.clock import utcnow
 from lipwa.domain.states import PaymentStatus
-from lipwa.providers.base import ProviderReport, QueryFailure, ReportState, SendOutcome
+from lipwa.providers.base import (
+    ProviderReport,
+    QueryFailure,
+    ReportState,
+    SendOutcome,
+    SendResult,
+)
 from lipwa.services.accounts import callback_base
 from lipwa.services.flags import FlagCache, send_refusal
 from lipwa.services.money_callbacks import change_of
@@ -44,6 +50,7 @@ from lipwa.services.money_states import (
     MoneyChange,
     MoneyModel,
     record_send,
+    set_fields,
     transition,
 )
 from lipwa.services.money_views import payout_view, refund_view
@@ -149,8 +156,7 @@ class MoneyRecovery:
         if not await self._claim_send(Payout, payout.id, payout.send_state):
             return "raced"
         result = await self._payouts.send(account, payout)
-        await self._payouts.record(payout.id, result, resent=True)
-        await self._after_resend(Payout, payout, result.outcome)
+        await self._record_resend(Payout, payout, result)
         log.info("payout_resent", payout_id=payout.id, outcome=result.outcome.value)
         return "resend"
 
@@ -185,17 +191,8 @@ class MoneyRecovery:
             if not await self._claim_send(Refund, refund.id, refund.send_state):
                 return "raced"
             result = await self._refunds.send(account, payment, refund)
-            async with self._sessions() as session, session.begin():
-                await record_send(
-                    session,
-                    Refund,
-                    refund.id,
-                    result,
-                    next_check_at=utcnow() + self.schedule.delay(1),
-                    view=refund_view,
-                    resent=True,
-                )
-            await self._after_resend(Refund, refund, result.outcome)
+            await self._record_resend(Refund, refund, result)
+            log.info("refund_resent", refund_id=refund.id, outcome=result.outcome.value)
             return "resend"
         return await self._apply_answer(Refund, refund, answer)
 
@@ -269,11 +266,28 @@ class MoneyRecovery:
             )
         return bool(won.rowcount == 1)  # type: ignore[attr-defined]
 
-    async def _after_resend(
-        self, model: MoneyModel, row: Payout | Refund, outcome: SendOutcome
+    async def _record_resend(
+        self, model: MoneyModel, row: Payout | Refund, result: SendResult
     ) -> None:
-        if outcome is not SendOutcome.REJECTED:
+        """Store the re-send's answer. A transient refusal (throttled, unreachable, no token)
+        sent nothing and says nothing of the first send, which may still land: the row stays
+        open in the send state it had, to be checked and re-sent later, never failed."""
+        if result.outcome is SendOutcome.REJECTED and result.transient:
             async with self._sessions() as session, session.begin():
+                await set_fields(session, model, row.id, send_state=row.send_state)
+            await self._again(model, row, unknown=row.send_state in UNANSWERED)
+            return
+        async with self._sessions() as session, session.begin():
+            await record_send(
+                session,
+                model,
+                row.id,
+                result,
+                next_check_at=utcnow() + self.schedule.delay(1),
+                view=_view(model),
+                resent=True,
+            )
+            if result.outcome is not SendOutcome.REJECTED:
                 at = utcnow() + self.schedule.delay(max(row.check_attempts, 1))
                 await _next_check(session, model, row.id, at)
 

@@ -765,6 +765,34 @@ def test_recovery_sends_nothing_while_the_kill_switch_is_thrown(
     assert final(merchant, row.id)["status"] == "succeeded"
 
 
+def test_a_resend_refused_by_throttling_keeps_the_payout_open_and_sends_it_later(
+    merchant: Merchant, sim_url: str, database_url: str
+) -> None:
+    """Daraja said it has no such payout, so recovery re-sends it, and the re-send meets a
+    spike arrest. Nothing left, and the first send may still land: the payout stays open,
+    never failed (the merchant would pay again), and is sent once Daraja answers."""
+    warm = payout(merchant, amount="10", currency="KES", phone=MPESA_PHONE)  # a token in hand
+    assert final(merchant, warm["id"])["status"] == "succeeded"
+    row = _payout_row(merchant, str(uuid.uuid4()), send_state="not_found", amount=Decimal(250))
+    set_faults(sim_url, error_pct=100)
+    _insert(database_url, row)
+    wait_for(lambda: b2c_sent(sim_url, row.provider_request_id) >= 2, 15, "refused re-sends")
+    [held] = db_rows(database_url, "SELECT * FROM payouts WHERE id = :id", id=row.id)
+    assert held["status"] in {"pending", "unknown"} and held["next_check_at"] is not None
+    assert held["send_state"] == "not_found"
+    set_faults(sim_url, error_pct=0)
+    done = final(merchant, row.id, timeout=60)
+    assert done["status"] == "succeeded"
+    assert "payout.failed" not in events_of(merchant, row.id)
+    records = httpx.get(f"{sim_url}/_sim/transactions", params={"provider": "mpesa"}).json()
+    paid = [
+        t
+        for t in records["mpesa"]
+        if t.get("originator_conversation_id") == row.provider_request_id
+    ]
+    assert len(paid) == 1
+
+
 def test_a_forged_momo_transfer_result_is_not_believed(
     merchant_factory: Callable[..., Merchant], sim_url: str, database_url: str
 ) -> None:
