@@ -19,7 +19,9 @@ Open rows (``pending``/``unknown``) carry ``next_check_at``; the worker claims d
   sent again, once, with the same reference (MoMo answers 409 if it did arrive after all).
 
 Every send made here (a re-send, a reversal's repeat) is held, as an approval's is, while a
-kill switch is thrown or the account is disabled: the row stays open and is checked again.
+kill switch is thrown or the account is disabled: the row stays open and is checked again. A
+re-send refused as transient (throttled, unreachable, no token) sent nothing: the row keeps its
+send state and the next check sends it again; it is never failed for it.
 
 Nothing here holds a database session across a provider call.
 """
