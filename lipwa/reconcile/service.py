@@ -82,9 +82,27 @@ def period_for(statement: Statement, day: date | None, now: datetime | None = No
     for edge in (first, last):
         if not FIRST_DAY <= edge <= LAST_DAY:
             raise StatementError(0, f"the day {edge} is not between {FIRST_DAY} and {LAST_DAY}")
+    if day is not None:
+        _check_rows_fall_on(statement, day)
     start = datetime.combine(first, time(0), statement.zone)
     end = datetime.combine(last + timedelta(days=1), time(0), statement.zone)
     return Period(start.astimezone(UTC), min(end, now).astimezone(UTC))
+
+
+def _check_rows_fall_on(statement: Statement, day: date) -> None:
+    """A statement with rows, none of them on ``day``, is the wrong file or the wrong day:
+    reconciling it would judge nothing and report no discrepancy."""
+    span = statement.days()
+    if span is None:
+        return  # an empty statement: a day without a transaction
+    if all(r.completed_at.astimezone(statement.zone).date() != day for r in statement.rows):
+        first, last = span
+        spoken = str(first) if first == last else f"{first} to {last}"
+        raise StatementError(
+            0,
+            f"no row of the statement falls on {day} (its rows are of {spoken}): check the "
+            "day or the file",
+        )
 
 
 def check_statement(statement: Statement, account: ProviderAccount) -> None:

@@ -281,6 +281,10 @@ def test_a_malformed_statement_is_rejected_naming_the_line_and_nothing_is_writte
                                            str(good), "--date", "9999-12-31"], env=env)  # fmt: skip
     assert far_day.exit_code == 2 and "Traceback" not in far_day.output
     assert "the day 9999-12-31 is not between 2000-01-01 and 2100-12-31" in far_day.output
+    args = ["reconcile", "--account", account, "--statement", str(good), "--date", "2026-01-31"]
+    other_day = CliRunner().invoke(cli_app, args, env=env)
+    assert other_day.exit_code == 2
+    assert "no row of the statement falls on 2026-01-31" in other_day.output
     # An --output that cannot be written is refused before the run is stored.
     nowhere = tmp_path / "no-such-dir" / "report.json"
     unwritable = CliRunner().invoke(cli_app, ["reconcile", "--account", account, "--statement",

@@ -26,9 +26,27 @@ def test_period_is_whole_days_of_the_statement_clock_never_past_now() -> None:
     assert period_for(statement, None, now=now).end == now
     # --date: that day of the statement's clock (M-Pesa: EAT; MoMo export: UTC).
     day = date(2026, 3, 1)
-    assert period_for(statement, day, now=later).start == datetime(2026, 2, 28, 21, tzinfo=UTC)
+    on_day = replace(
+        statement,
+        rows=(replace(statement.rows[0], completed_at=datetime(2026, 3, 1, 1, tzinfo=EAT)),),
+    )
+    assert period_for(on_day, day, now=later).start == datetime(2026, 2, 28, 21, tzinfo=UTC)
     momo = parse_text(momo_export())
-    assert period_for(momo, day, now=later).start == datetime(2026, 3, 1, tzinfo=UTC)
+    momo_on_day = replace(
+        momo, rows=(replace(momo.rows[0], completed_at=datetime(2026, 3, 1, 23, tzinfo=UTC)),)
+    )
+    assert period_for(momo_on_day, day, now=later).start == datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def test_a_date_no_row_falls_on_is_refused() -> None:
+    """The wrong --date (or the wrong file) would judge nothing and report no discrepancy."""
+    statement = parse_text(mpesa_export())
+    (first, _) = statement.days()  # type: ignore[misc]
+    with pytest.raises(
+        StatementError, match=f"no row of the statement falls on 2026-03-01 .*{first}"
+    ):
+        period_for(statement, date(2026, 3, 1))
+    assert period_for(statement, first).start == datetime.combine(first, datetime.min.time(), EAT)
 
 
 def test_an_empty_statement_needs_a_date() -> None:
