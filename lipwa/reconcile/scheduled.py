@@ -20,6 +20,7 @@ a file that cannot be parsed gives a ``failed`` run naming the line (fix the fil
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -100,7 +101,11 @@ async def find_statement(
         url = simulator_statement_url(account)
         response = await http.get(url)
         response.raise_for_status()
-        return parse_text(response.text, source=f"simulator {url}")
+        whole = parse_text(response.text, source=f"simulator {url}")
+        # The simulator exports every day it has seen; a provider's statement of a day holds
+        # that day's lines only (a day without payments is an empty statement, not an error).
+        rows = tuple(r for r in whole.rows if r.completed_at.astimezone(whole.zone).date() == day)
+        return dataclasses.replace(whole, rows=rows)
     return None
 
 
