@@ -43,14 +43,15 @@ def postgres_base_url() -> str | None:
 
 @contextmanager
 def fresh_database(
-    tmp_path: Path, *, postgres: str | None = None, sqlite: bool = False
+    tmp_path: Path, *, postgres: str | None = None, sqlite: bool = False, migrated: bool = True
 ) -> Iterator[str]:
-    """A migrated, empty database: SQLite when ``sqlite``, else PostgreSQL when ``postgres``
-    (a server URL) or LIPWA_TEST_DATABASE_URL names one."""
+    """A migrated (unless not ``migrated``), empty database: SQLite when ``sqlite``, else
+    PostgreSQL when ``postgres`` (a server URL) or LIPWA_TEST_DATABASE_URL names one."""
     base = None if sqlite else postgres or postgres_base_url()
     if base is None:
         url = f"sqlite+aiosqlite:///{tmp_path / f'ops-{uuid.uuid4().hex[:8]}.db'}"
-        upgrade(url)
+        if migrated:
+            upgrade(url)
         yield url
         return
     import asyncpg
@@ -67,7 +68,8 @@ def fresh_database(
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     url = base.rsplit("/", 1)[0] + "/" + name
     try:
-        upgrade(url)
+        if migrated:
+            upgrade(url)
         yield url
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -4,8 +4,6 @@ table, column or index added to the models without its migration fails here, not
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,80 +12,46 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection
 
 from lipwa.store.db import make_engine
 from lipwa.store.migrate import alembic_config, head_revision, upgrade
 from lipwa.store.tables import Base
+from tests.ops_support import fresh_database, postgres_base_url
 
-PG_URL = os.environ.get("LIPWA_TEST_DATABASE_URL", "")
 
+def _inspect(url: str) -> tuple[str | None, list[Any]]:
+    """The database's revision, and how its schema differs from the declared one."""
 
-def _differences(url: str) -> list[Any]:
-    def compare(sync: Connection) -> list[Any]:
+    def read(sync: Connection) -> tuple[str | None, list[Any]]:
         context = MigrationContext.configure(sync, opts={"compare_type": True})
-        return list(compare_metadata(context, Base.metadata))
+        return context.get_current_revision(), list(compare_metadata(context, Base.metadata))
 
-    async def run() -> list[Any]:
+    async def run() -> tuple[str | None, list[Any]]:
         engine = make_engine(url, pool_size=1)
         try:
             async with engine.connect() as conn:
-                return await conn.run_sync(compare)
+                return await conn.run_sync(read)
         finally:
             await engine.dispose()
 
     return asyncio.run(run())
-
-
-def _revision(url: str) -> str | None:
-    async def run() -> str | None:
-        engine = make_engine(url, pool_size=1)
-        try:
-            async with engine.connect() as conn:
-                return await conn.run_sync(
-                    lambda sync: MigrationContext.configure(sync).get_current_revision()
-                )
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
-
-
-def _admin(url: str, sql: str) -> None:
-    async def run() -> None:
-        engine = make_engine(url, pool_size=1)
-        try:
-            async with engine.connect() as conn:
-                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                await conn.execute(text(sql))
-        finally:
-            await engine.dispose()
-
-    asyncio.run(run())
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'migrations.db'}"
-        return
-    if not PG_URL.startswith("postgresql"):
+    sqlite = request.param == "sqlite"
+    if not sqlite and postgres_base_url() is None:
         pytest.skip("PostgreSQL only (LIPWA_TEST_DATABASE_URL)")
-    name = f"lipwa_migrations_{uuid.uuid4().hex[:8]}"  # never the suite's own database
-    _admin(PG_URL, f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        _admin(PG_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(tmp_path, sqlite=sqlite, migrated=False) as url:
+        yield url
 
 
 def test_migrations_build_the_declared_schema_and_step_down_and_up(empty_database: str) -> None:
     upgrade(empty_database)
-    assert _revision(empty_database) == head_revision()
-    assert _differences(empty_database) == []
+    assert _inspect(empty_database) == (head_revision(), [])
 
     command.downgrade(alembic_config(empty_database), "0001")
-    assert _revision(empty_database) == "0001"
+    assert _inspect(empty_database)[0] == "0001"
     upgrade(empty_database)
-    assert _differences(empty_database) == []
+    assert _inspect(empty_database) == (head_revision(), [])
