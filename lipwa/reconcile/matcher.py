@@ -14,7 +14,10 @@ How rows find payments (incoming, completed rows only):
    row completed within ``window`` (10 min) of the payment's creation — only payments without
    a receipt (a receipt is the provider's id: a different one is a different transaction).
    Among several candidates: the succeeded, then the open, then the failed payment; then the
-   closest in time; then the one whose reference the row carries; then the lowest id.
+   closest in time; then the one whose reference the row carries; then the lowest id. A row
+   whose party shows no digit (blank or fully masked) pairs only with a succeeded payment:
+   amount and time alone never settle an open payment nor call a failed one paid — both are
+   left to a human (``missing_in_lipwa`` and ``unknown_unpaid_suspected``).
 
 A pair is then judged: ``amount_mismatch`` (amount or currency differ), ``party_mismatch``
 (a visible digit disagrees), else by the payment's status: ``matched`` (succeeded),
@@ -250,10 +253,13 @@ def match(
     pool = _Pool(p for p in unpaired if not p.receipt and p.id not in taken)
     left: list[StatementRow] = []
     for row in waiting:  # 3: amount + party + time, greedily in row order
+        shows_party = any(c.isdigit() for c in row.party)
         candidates = [
             p
             for p in pool.near(row, window)
-            if p.id not in taken and party_agrees(row.party, p.phone)
+            if p.id not in taken
+            and party_agrees(row.party, p.phone)
+            and (shows_party or p.status == "succeeded")
         ]
         if candidates:
             best = min(candidates, key=lambda p: _candidate_key(row, p))

@@ -155,6 +155,19 @@ def test_time_window_and_preferences() -> None:
     }
 
 
+def test_a_row_showing_no_party_settles_nothing_on_amount_and_time_alone() -> None:
+    for party in ("", "**********"):
+        # Another payer's money of the same amount must not mark this payment paid or failed.
+        for status, leftover in (("unknown", "unknown_unpaid_suspected"),
+                                 ("failed", "failed_confirmed")):  # fmt: skip
+            found = kinds(match([row("R", "5", party=party)], [pay("p", "5", status)], DAY))
+            assert found == {"R": "missing_in_lipwa", "p": leftover}
+        # A payment Lipwa already holds as paid is still recognised.
+        assert kinds(match([row("R", "5", party=party)], [pay("p", "5")], DAY)) == {
+            "R": "matched", "p": "matched",
+        }  # fmt: skip
+
+
 def test_masked_parties_compare_visible_digits_only() -> None:
     phone = "254708374149"
     for printed in ("254708374149", "2547****149", "2547*****149", "0708374149", "0708***149",
@@ -260,5 +273,7 @@ def test_every_row_and_every_payment_lands_in_exactly_one_bucket(
                 assert item.payment.receipt is None
                 assert item.row.amount == item.payment.amount
                 assert party_agrees(item.row.party, item.payment.phone)
+                if item.payment.status != "succeeded":  # money is never settled on amount alone
+                    assert any(c.isdigit() for c in item.row.party)
             if item.kind in ("matched", "unknown_resolved", "paid_but_failed"):
                 assert item.row.amount == item.payment.amount
