@@ -9,18 +9,16 @@ next poll. Pollers see every event at least once and drop repeats by event id.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lipwa.clock import isoformat, utcnow
-from lipwa.errors import invalid, not_found
+from lipwa.errors import not_found
 from lipwa.services.accounts import Caller
+from lipwa.services.cursors import decode_cursor, encode_cursor
 from lipwa.store.tables import Event
 
 
@@ -60,14 +58,7 @@ async def list_events(
     if resource_id:
         query = query.where(Event.resource_id == resource_id)
     if cursor:
-        try:
-            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-            created_iso, ident = json.loads(raw)
-        except (ValueError, TypeError, binascii.Error) as exc:
-            raise invalid(
-                "invalid_cursor", "cursor is not one this API returned", "cursor"
-            ) from exc
-        created = datetime.fromisoformat(created_iso)
+        created, ident = decode_cursor(cursor)
         query = query.where(
             or_(Event.created_at > created, and_(Event.created_at == created, Event.id > ident))
         )
@@ -78,9 +69,7 @@ async def list_events(
     settled = [e for e in rows if e.created_at <= horizon]  # a prefix: rows are oldest first
     next_cursor = cursor
     if settled:
-        last = settled[-1]
-        raw = json.dumps([last.created_at.isoformat(), last.id]).encode()
-        next_cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        next_cursor = encode_cursor(settled[-1].created_at, settled[-1].id)
     # More now only if this whole page settled: otherwise the next poll starts inside it.
     has_more = more and len(settled) == len(rows)
     return {

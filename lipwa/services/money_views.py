@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, or_, select
@@ -14,7 +11,8 @@ from lipwa.clock import isoformat
 from lipwa.domain.money import format_amount
 from lipwa.errors import invalid, not_found
 from lipwa.services.accounts import Caller
-from lipwa.services.payments import MAX_LIMIT, decode_cursor
+from lipwa.services.cursors import decode_cursor, encode_cursor
+from lipwa.services.payments import MAX_LIMIT
 from lipwa.store.tables import Payout, Refund
 
 
@@ -91,11 +89,6 @@ async def get_refund(session: AsyncSession, caller: Caller, refund_id: str) -> R
     return refund
 
 
-def _cursor(created_at: datetime, ident: str) -> str:
-    raw = json.dumps([created_at.isoformat(), ident]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
 async def list_payouts(
     session: AsyncSession,
     caller: Caller,
@@ -152,5 +145,7 @@ async def _page(
         "object": "list",
         "data": [view(r) for r in rows],
         "has_more": has_more,
-        "next_cursor": _cursor(rows[-1].created_at, rows[-1].id) if has_more and rows else None,
+        "next_cursor": encode_cursor(rows[-1].created_at, rows[-1].id)
+        if has_more and rows
+        else None,
     }

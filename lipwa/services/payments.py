@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from lipwa.errors import invalid, not_found
 from lipwa.services.accounts import Caller
+from lipwa.services.cursors import decode_cursor, encode_cursor
 from lipwa.services.transitions import payment_view
 from lipwa.store.tables import Payment
 
@@ -26,23 +24,6 @@ async def get_payment(session: AsyncSession, caller: Caller, payment_id: str) ->
     if payment is None or payment.merchant_id != caller.merchant_id or payment.mode != caller.mode:
         raise not_found("payment", payment_id)
     return payment
-
-
-def encode_cursor(payment: Payment) -> str:
-    raw = json.dumps([payment.created_at.isoformat(), payment.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, ident = json.loads(raw)
-        after = datetime.fromisoformat(created)
-        if after.tzinfo is None:  # ours always carry one; a naive time cannot be compared
-            raise ValueError(created)
-        return after, str(ident)
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise invalid("invalid_cursor", "cursor is not one this API returned", "cursor") from exc
 
 
 @dataclass(frozen=True)
@@ -90,5 +71,7 @@ async def list_payments(
         "object": "list",
         "data": [payment_view(p) for p in rows],
         "has_more": has_more,
-        "next_cursor": encode_cursor(rows[-1]) if has_more and rows else None,
+        "next_cursor": encode_cursor(rows[-1].created_at, rows[-1].id)
+        if has_more and rows
+        else None,
     }

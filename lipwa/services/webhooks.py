@@ -37,6 +37,7 @@ log = structlog.get_logger("lipwa.webhooks")
 
 USER_AGENT = "Lipwa-Webhooks/0.1"
 ERROR_MAX = 300
+EXCERPT_BYTES = 200  # of a failed answer's body, kept as its error
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,9 @@ class Result:
     status_code: int | None
     error: str | None
     duration_ms: int
+    # Nothing was sent for a reason only the operator can fix (the key ring): retried for as
+    # long as it takes, never given up at the deadline.
+    held: bool = False
 
     @property
     def ok(self) -> bool:
@@ -127,7 +131,10 @@ class WebhookSender:
 
         async def work(claim: Claim) -> None:
             async with gate:
-                await self.deliver(claim)
+                try:
+                    await self.deliver(claim)
+                except Exception:  # one delivery's failure must not hold up the batch
+                    log.exception("webhook_delivery_crashed", delivery_id=claim.delivery_id)
 
         await asyncio.gather(*(work(c) for c in claims))
         return len(claims)
@@ -169,7 +176,13 @@ class WebhookSender:
             ]
 
     async def deliver(self, claim: Claim) -> None:
-        if claim.endpoint.status != "enabled":
+        if utcnow() >= claim.lease_until:
+            return  # waited past its lease: another worker may have taken it meanwhile
+        async with self._sessions() as session:  # now, not at claim: it may be disabled since
+            endpoint_status = await session.scalar(
+                select(WebhookEndpoint.status).where(WebhookEndpoint.id == claim.endpoint.id)
+            )
+        if endpoint_status != "enabled":
             await self._finish(
                 claim, None, status="failed", next_attempt_at=None, last_error="endpoint disabled"
             )
@@ -183,7 +196,7 @@ class WebhookSender:
             secrets = signing_secrets(self._vault, claim.endpoint, utcnow())
         except VaultError:
             # Never send unsigned: keep it pending; the operator must fix the key ring.
-            return Result(None, "cannot open the endpoint's signing secret", 0)
+            return Result(None, "cannot open the endpoint's signing secret", 0, held=True)
         body = render_body(claim.event)
         headers = {
             SIGNATURE_HEADER: sign(body, secrets, int(time.time())),
@@ -192,32 +205,50 @@ class WebhookSender:
             "Content-Type": "application/json",
         }
         try:
-            url, extensions = httpx.URL(claim.endpoint.url), {}
-            if claim.endpoint.mode == "live":
-                addresses = await public_addresses(url.host, url.port or 443)
-                # Connect to the address just checked (TLS still verifies the name): a second
-                # lookup could be answered with an internal one (DNS rebinding).
-                headers["Host"] = url.netloc.decode("ascii")
-                extensions["sni_hostname"] = url.host
-                url = url.copy_with(host=addresses[0])
-            response = await self._http.post(
-                url, content=body, headers=headers, extensions=extensions
-            )
+            # One deadline for the whole attempt: httpx's timeout is per read, so an endpoint
+            # trickling a byte at a time would otherwise hold the worker for ever.
+            async with asyncio.timeout(self.policy.timeout_s):
+                status_code, excerpt = await self._post(claim, body, headers)
         except InternalHost:
             error = "refused: the endpoint's host now resolves to a local or private address"
             return Result(None, error, _elapsed_ms(started))
-        except httpx.TimeoutException:
+        except (TimeoutError, httpx.TimeoutException):
             error = f"timed out after {self.policy.timeout_s:g} s"
             return Result(None, error, _elapsed_ms(started))
         except Exception as exc:  # bad URL, OSError, ExceptionGroup: a failed attempt all the same
-            error = f"{type(exc).__name__}: {exc}"[:ERROR_MAX]
-            return Result(None, error, _elapsed_ms(started))
+            return Result(None, _storable(f"{type(exc).__name__}: {exc}"), _elapsed_ms(started))
         duration = _elapsed_ms(started)
-        if 200 <= response.status_code < 300:
-            return Result(response.status_code, None, duration)
-        excerpt = response.text[:200].strip()
-        error = f"HTTP {response.status_code}" + (f": {excerpt}" if excerpt else "")
-        return Result(response.status_code, error[:ERROR_MAX], duration)
+        if 200 <= status_code < 300:
+            return Result(status_code, None, duration)
+        error = f"HTTP {status_code}" + (f": {excerpt}" if excerpt else "")
+        return Result(status_code, _storable(error), duration)
+
+    async def _post(self, claim: Claim, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+        """POST the event; the status and the start of the answer (never more of it)."""
+        url, extensions = httpx.URL(claim.endpoint.url), {}
+        if claim.endpoint.mode == "live":
+            addresses = await public_addresses(url.host, url.port or 443)
+            # Connect to the address just checked (TLS still verifies the name): a second
+            # lookup could be answered with an internal one (DNS rebinding).
+            headers["Host"] = url.netloc.decode("ascii")
+            extensions["sni_hostname"] = url.host
+            url = url.copy_with(host=addresses[0])
+        request = self._http.build_request(
+            "POST", url, content=body, headers=headers, extensions=extensions
+        )
+        response = await self._http.send(request, stream=True)
+        try:
+            if 200 <= response.status_code < 300:
+                return response.status_code, ""
+            head = b""
+            async for chunk in response.aiter_raw():
+                head += chunk
+                if len(head) >= EXCERPT_BYTES:
+                    break
+            text = head[:EXCERPT_BYTES].decode(response.encoding or "utf-8", errors="replace")
+            return response.status_code, text.strip()
+        finally:
+            await response.aclose()
 
     async def _record(self, claim: Claim, result: Result) -> None:
         now = utcnow()
@@ -228,11 +259,13 @@ class WebhookSender:
         else:
             fields["last_error"] = result.error
             deadline = claim.event.created_at + timedelta(seconds=self.policy.give_up_after_s)
-            if now >= deadline:
+            delay = timedelta(seconds=self.policy.retry_delay(claim.attempts + 1, self._rng))
+            if result.held:
+                fields["next_attempt_at"] = now + delay
+            elif now >= deadline:
                 fields.update(status="failed", next_attempt_at=None)
             else:
-                delay = self.policy.retry_delay(claim.attempts + 1, self._rng)
-                fields["next_attempt_at"] = min(now + timedelta(seconds=delay), deadline)
+                fields["next_attempt_at"] = min(now + delay, deadline)
         await self._finish(claim, result, **fields)
         gave_up = fields.get("status") == "failed"
         metrics.webhook_delivery("delivered" if result.ok else "gave_up" if gave_up else "retrying")
@@ -279,6 +312,12 @@ class WebhookSender:
 
 def _elapsed_ms(started: float) -> int:
     return int((time.perf_counter() - started) * 1000)
+
+
+def _storable(text: str) -> str:
+    """An endpoint's words as the attempt log can keep them: printable (PostgreSQL refuses
+    NUL; a binary error page is noise) and short."""
+    return "".join(c if c.isprintable() else " " for c in text)[:ERROR_MAX]
 
 
 # ----- redelivery and the attempt log (API and CLI) -----------------------------------------------

@@ -17,7 +17,7 @@ from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lipwa.domain.money import format_amount
-from lipwa.services.payments import decode_cursor, encode_cursor
+from lipwa.services.cursors import decode_cursor, encode_cursor
 from lipwa.store.tables import (
     Anomaly,
     AuditEntry,
@@ -100,7 +100,7 @@ async def list_payments(db: AsyncSession, query: PaymentQuery) -> tuple[list[Pay
     )
     more = len(rows) > PAGE
     rows = rows[:PAGE]
-    return rows, encode_cursor(rows[-1]) if more and rows else None
+    return rows, encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
 
 
 async def merchant_names(db: AsyncSession, ids: set[str]) -> dict[str, str]:

@@ -389,9 +389,12 @@ def test_a_cursor_this_api_never_returned_is_a_400(merchant: Merchant) -> None:
     def encoded(value: object) -> str:
         return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
 
+    odd = ("nonsense", encoded(["2026-01-01T00:00:00", "pay_x"]), encoded([1, 2]),
+           encoded(["x", "y"]), encoded({"a": 1, "b": 2}))  # fmt: skip
     with merchant.client() as c:
-        for cursor in ("nonsense", encoded(["2026-01-01T00:00:00", "pay_x"]), encoded([1, 2])):
-            listed = c.get("/v1/payments", params={"cursor": cursor})
-            assert listed.status_code == 400, (cursor, listed.text)
-            error = listed.json()["error"]
-            assert (error["code"], error["param"]) == ("invalid_cursor", "cursor")
+        for path in ("/v1/payments", "/v1/payouts", "/v1/events"):
+            for cursor in odd:
+                listed = c.get(path, params={"cursor": cursor})
+                assert listed.status_code == 400, (path, cursor, listed.text)
+                error = listed.json()["error"]
+                assert (error["code"], error["param"]) == ("invalid_cursor", "cursor")

@@ -12,15 +12,16 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from typer.testing import CliRunner
 
@@ -28,6 +29,7 @@ from lipwa.cli import app as cli_app
 from lipwa.container import Container
 from lipwa.services.webhooks import Claim, DeliveryPolicy, WebhookSender
 from lipwa.simulator.testing import serve_in_thread
+from lipwa.vault import generate_key_text
 from lipwa.webhooks import WebhookVerificationError, verify
 from tests.gateway.conftest import Gateway, Merchant, db_execute, db_rows
 
@@ -775,3 +777,118 @@ def test_a_poller_never_misses_an_event_committed_late(
     late = add_event(database_url, merchant, age_s=2)
     third = poll(merchant, second["next_cursor"])
     assert [e["id"] for e in third["data"]] == [late, young]  # young again: drop it by id
+
+
+# ----- endpoints that misbehave ------------------------------------------------------------------
+# A body trickled a byte at a time, a binary error page, an endpoint disabled while its delivery
+# waits in a worker, a secret the key ring can no longer open: delivery neither stalls nor
+# repeats uncounted for ever.
+HITS: dict[str, int] = {}
+
+
+async def _trickle() -> AsyncIterator[bytes]:
+    for _ in range(40):  # 20 s of one byte every half second
+        yield b"."
+        await asyncio.sleep(0.5)
+
+
+async def _hook(request: Request) -> Response:
+    kind = request.path_params["kind"]
+    HITS[kind] = HITS.get(kind, 0) + 1
+    if kind == "trickle":
+        return StreamingResponse(_trickle(), status_code=500)
+    return Response(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00", status_code=500)
+
+
+@pytest.fixture(scope="module")
+def odd_host() -> Iterator[str]:
+    app = Starlette(routes=[Route("/{kind}/{tag}", _hook, methods=["POST"])])
+    with serve_in_thread(app) as base:
+        yield base
+
+
+def test_an_endpoint_trickling_its_answer_is_cut_off_at_the_timeout(
+    merchant: Merchant, gateway: Gateway, odd_host: str
+) -> None:
+    with merchant.client() as c:
+        endpoint = add_endpoint(c, f"{odd_host}/trickle/{uuid.uuid4().hex}")
+    event = paid_event(merchant)
+    started = time.monotonic()
+    run_deliveries(
+        gateway, lambda: bool(deliveries(merchant, event["id"])[0]["attempts"]),
+        webhook_timeout_s=1.0,
+    )  # fmt: skip
+    assert time.monotonic() - started < 8  # not the 20 s the endpoint would take
+    [delivery] = deliveries(merchant, event["id"])
+    attempt = delivery["attempts"][0]
+    assert attempt["error"] == "timed out after 1 s" and attempt["duration_ms"] < 3000
+    assert delivery["status"] == "pending"  # retried later, as any failed attempt
+    with merchant.client() as c:
+        c.delete(f"/v1/webhook-endpoints/{endpoint['id']}")
+
+
+def test_a_binary_error_page_is_logged_printable_and_counted(
+    merchant: Merchant, gateway: Gateway, odd_host: str
+) -> None:
+    """PostgreSQL cannot store NUL: the attempt must still be recorded, else the delivery is
+    claimed and sent again every lease, uncounted, for ever."""
+    with merchant.client() as c:
+        endpoint = add_endpoint(c, f"{odd_host}/binary/{uuid.uuid4().hex}")
+    event = paid_event(merchant)
+    run_deliveries(gateway, lambda: bool(deliveries(merchant, event["id"])[0]["attempts"]))
+    [delivery] = deliveries(merchant, event["id"])
+    assert delivery["attempt_count"] == 1 and delivery["last_status_code"] == 500
+    error = delivery["attempts"][0]["error"]
+    assert error.startswith("HTTP 500: ") and "PNG" in error and error.isprintable()
+    with merchant.client() as c:
+        c.delete(f"/v1/webhook-endpoints/{endpoint['id']}")
+
+
+def test_an_endpoint_disabled_while_its_delivery_waits_in_a_worker_gets_nothing(
+    merchant: Merchant, gateway: Gateway, receiver: Receiver
+) -> None:
+    with merchant.client() as c:
+        endpoint = add_endpoint(c, receiver.url)
+    event = paid_event(merchant)
+    [owed] = deliveries(merchant, event["id"])
+
+    async def scenario() -> None:
+        container = Container.build(gateway.settings)
+        try:
+            claims = [c for c in await container.webhooks.claim() if c.delivery_id == owed["id"]]
+            assert len(claims) == 1  # claimed, not yet sent...
+            with merchant.client() as c:  # ...when the merchant deletes the endpoint
+                assert c.delete(f"/v1/webhook-endpoints/{endpoint['id']}").status_code == 200
+            await container.webhooks.deliver(claims[0])
+        finally:
+            await container.close()
+
+    asyncio.run(scenario())
+    assert receiver.requests == []
+    assert deliveries(merchant, event["id"])[0]["status"] == "failed"
+
+
+def test_a_delivery_that_cannot_be_signed_is_held_not_given_up(
+    merchant: Merchant, gateway: Gateway, receiver: Receiver
+) -> None:
+    """The endpoint's secret is sealed under a key the worker no longer has: nothing goes out
+    unsigned, and the delivery waits for the operator past the give-up window."""
+    with merchant.client() as c:
+        endpoint = add_endpoint(c, receiver.url)
+    event = paid_event(merchant)
+    past_the_window = time.monotonic() + 1.5
+
+    def tried_past_the_window() -> bool:
+        attempts = deliveries(merchant, event["id"])[0]["attempts"]
+        return time.monotonic() > past_the_window and len(attempts) >= 3
+
+    run_deliveries(
+        gateway, tried_past_the_window,
+        webhook_give_up_after_s=0.5, encryption_keys=SecretStr(generate_key_text("v9")),
+    )  # fmt: skip
+    assert receiver.requests == []
+    [delivery] = deliveries(merchant, event["id"])
+    assert delivery["status"] == "pending" and delivery["next_attempt_at"] is not None
+    assert delivery["attempts"][0]["error"] == "cannot open the endpoint's signing secret"
+    with merchant.client() as c:
+        c.delete(f"/v1/webhook-endpoints/{endpoint['id']}")
