@@ -36,7 +36,6 @@ from lipwa.domain.states import PaymentStatus
 from lipwa.providers.mpesa.c2b import C2bNotice, parse_notice, validation_reply
 from lipwa.services import inbound
 from lipwa.services.c2b_orders import OpenOrder, account_mode, find_open_order
-from lipwa.services.links import note_payment_final
 from lipwa.services.receipt_twins import payment_with_receipt
 from lipwa.services.transitions import Change, add_event, apply
 from lipwa.store.tables import InboundCallback, Payment, ProviderAccount
@@ -116,7 +115,11 @@ class C2bInbound:
         except DomainError as exc:  # stored by an older version or by hand: fail closed
             return rules.Verdict(rules.OTHER_ERROR, f"the account's c2b rules are invalid: {exc}")
         has_account = _has_account_number(account, notice)
-        order = await find_open_order(session, account, notice.bill_ref) if has_account else None
+        order = (
+            await find_open_order(session, account, notice.bill_ref, notice.amount)
+            if has_account
+            else None
+        )
         return rules.decide(
             merchant_rules,
             amount=notice.amount,
@@ -180,7 +183,9 @@ class C2bInbound:
                 f"TransAmount {notice.amount_text[:20]!r} is not a {account.currency} amount",
             )
         has_account = _has_account_number(account, notice)
-        order = await find_open_order(session, account, notice.bill_ref) if has_account else None
+        order = None
+        if has_account:
+            order = await find_open_order(session, account, notice.bill_ref, amount)
         payment = _payment(account, notice, amount, order)
         try:
             async with session.begin_nested():
@@ -200,8 +205,6 @@ class C2bInbound:
                 provider_code="0",
             ),
         )
-        if payment.link_id is not None:
-            await note_payment_final(session, payment)
         return decision.value, None
 
     # ----- the sweep of rows a crashed process left -------------------------------------------

@@ -7,6 +7,11 @@ An *open order* of the account's merchant and mode is:
 - an ``active``, unexpired payment link in the account's currency whose slug (what the
   checkout shows as the account reference) or id is the account number.
 
+A payment is tied to a link (``link_id``) only if the link could take it now, as its checkout
+would: the amount is the link's fixed amount (any amount for an open-amount link), and a
+single-use link is neither paid nor busy with an open payment. Otherwise a paybill payment
+naming it would close a single-use link, or pay it twice, for any amount.
+
 Matching is exact (after trimming spaces): references are the merchant's own, and slugs are
 case-sensitive. Reads only; used by validation (must answer within Daraja's ~8 s) and by
 confirmation.
@@ -15,11 +20,13 @@ confirmation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lipwa.clock import utcnow
+from lipwa.services.links import link_state
 from lipwa.services.transitions import OPEN_STATUSES
 from lipwa.store.tables import Payment, PaymentLink, ProviderAccount
 
@@ -41,7 +48,7 @@ def account_mode(account: ProviderAccount) -> str:
 
 
 async def find_open_order(
-    session: AsyncSession, account: ProviderAccount, bill_ref: str
+    session: AsyncSession, account: ProviderAccount, bill_ref: str, amount: Decimal | None
 ) -> OpenOrder | None:
     ref = bill_ref.strip()
     if not ref or len(ref) > 100:
@@ -62,8 +69,8 @@ async def find_open_order(
         )
     ).first()
     now = utcnow()
-    link_id = await session.scalar(
-        select(PaymentLink.id)
+    link = await session.scalar(
+        select(PaymentLink)
         .where(
             PaymentLink.merchant_id == account.merchant_id,
             PaymentLink.mode == mode,
@@ -74,9 +81,16 @@ async def find_open_order(
         )
         .limit(1)
     )
-    if payment is None and link_id is None:
+    if link is None and payment is not None and payment[1] is not None:
+        link = await session.get(PaymentLink, payment[1])
+    taken_by = link.id if link is not None and await _takes(session, link, amount) else None
+    if payment is None and taken_by is None:
         return None
-    return OpenOrder(
-        payment_id=payment[0] if payment else None,
-        link_id=link_id or (payment[1] if payment else None),
-    )
+    return OpenOrder(payment_id=payment[0] if payment else None, link_id=taken_by)
+
+
+async def _takes(session: AsyncSession, link: PaymentLink, amount: Decimal | None) -> bool:
+    """Whether ``link`` could take a payment of ``amount`` now (its checkout's rules)."""
+    if link.amount is not None and amount != link.amount:
+        return False
+    return (await link_state(session, link)).open

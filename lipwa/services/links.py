@@ -3,8 +3,9 @@
 A link belongs to one merchant and one mode (the API key's). Its checkout creates payments
 through ``CollectService.create`` like any API call, with a ``Caller`` for the link's merchant
 and mode, so every guard (kill switches, rate limits, payer lock, amount limits) applies.
-A single-use link becomes ``used`` once a payment through it succeeded; while one of its
-payments is still open, another payer cannot start a second one.
+A single-use link becomes ``used`` once a payment through it succeeded (``transitions``
+closes it with the success); while one of its payments is still open, another payer cannot
+start a second one.
 """
 
 from __future__ import annotations
@@ -16,13 +17,19 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lipwa.clock import isoformat, utcnow
 from lipwa.domain.errors import DomainError
 from lipwa.domain.ids import new_id
-from lipwa.domain.money import format_amount, normalise_currency, parse_amount
+from lipwa.domain.money import (
+    check_amount,
+    format_amount,
+    normalise_currency,
+    parse_amount,
+    rule_for,
+)
 from lipwa.errors import ApiError, invalid, not_found
 from lipwa.services import audit
 from lipwa.services.accounts import ENVIRONMENT_FOR_MODE, Caller
@@ -35,6 +42,7 @@ from lipwa.store.tables import Merchant, Payment, PaymentLink, ProviderAccount
 SLUG_BYTES = 6  # token_urlsafe(6): 8 characters, 48 bits
 # M-Pesa shows at most 12 characters of the account reference on the payer's prompt.
 PROMPT_REFERENCE_MAX = 12
+LAST_EXPIRY_YEAR = 2100
 
 
 class LinkIn(BaseModel):
@@ -97,24 +105,40 @@ async def create_link(session: AsyncSession, caller: Caller, data: LinkIn) -> Pa
     if data.expires_at is not None:
         if data.expires_at.tzinfo is None:
             raise invalid("naive_datetime", "expires_at needs a time zone (e.g. Z)", "expires_at")
+        if data.expires_at.year > LAST_EXPIRY_YEAR:  # checked before any zone arithmetic
+            raise invalid(
+                "invalid_expires_at",
+                f"expires_at must be in {LAST_EXPIRY_YEAR} at the latest",
+                "expires_at",
+            )
         if data.expires_at <= now:
             raise invalid("expires_in_past", "expires_at must be in the future", "expires_at")
     environment = ENVIRONMENT_FOR_MODE[caller.mode]
-    takes = await session.scalar(
-        select(ProviderAccount.id).where(
+    provider = await session.scalar(
+        select(ProviderAccount.provider)
+        .where(
             ProviderAccount.merchant_id == caller.merchant_id,
             ProviderAccount.environment == environment,
             ProviderAccount.currency == currency,
             ProviderAccount.status == "active",
         )
+        .order_by(ProviderAccount.created_at, ProviderAccount.id)
+        .limit(1)
     )
-    if takes is None:
+    if provider is None:
         raise invalid(
             "currency_not_supported",
             f"This merchant has no active {environment} provider account taking {currency}; "
             "add one before creating links in it",
             "currency",
         )
+    if amount is not None:  # a fixed amount no payer could pay is refused now, not at checkout
+        merchant = await session.get(Merchant, caller.merchant_id)
+        limits = merchant.settings.get("limits") if merchant is not None else None
+        try:
+            check_amount(amount, rule_for(provider, currency, limits), currency)
+        except DomainError as exc:
+            raise invalid(exc.code, exc.message, "amount") from exc
     slug = secrets.token_urlsafe(SLUG_BYTES)
     while await session.scalar(select(PaymentLink.id).where(PaymentLink.slug == slug)):
         slug = secrets.token_urlsafe(SLUG_BYTES)  # 48 bits: a collision is a curiosity
@@ -252,20 +276,4 @@ async def start_checkout(
 
     return await collect.create(
         caller, checkout_payment(link, request), key, link_id=link.id, also_check=still_open
-    )
-
-
-async def note_payment_final(session: AsyncSession, payment: Payment) -> None:
-    """Close a single-use link once a payment through it succeeded (idempotent)."""
-    if payment.link_id is None or payment.status != "succeeded":
-        return
-    await session.execute(
-        update(PaymentLink)
-        .where(
-            PaymentLink.id == payment.link_id,
-            PaymentLink.single_use.is_(True),
-            PaymentLink.status == "active",
-        )
-        .values(status="used")
-        .execution_options(synchronize_session=False)
     )

@@ -22,7 +22,7 @@ from lipwa.domain.states import PaymentStatus, Transition, decide_transition
 from lipwa.services import anomalies
 from lipwa.services.fees import success_fees
 from lipwa.services.receipt_twins import note_c2b_twin
-from lipwa.store.tables import Event, Payment, WebhookDelivery, WebhookEndpoint
+from lipwa.store.tables import Event, Payment, PaymentLink, WebhookDelivery, WebhookEndpoint
 
 OPEN_STATUSES = (PaymentStatus.PENDING.value, PaymentStatus.UNKNOWN.value)
 
@@ -148,6 +148,23 @@ async def _fill_receipt(session: AsyncSession, payment: Payment, change: Change)
             await note_c2b_twin(session, payment, change.receipt)
 
 
+async def _close_single_use_link(session: AsyncSession, payment: Payment) -> None:
+    """A single-use link is ``used`` from its payment's success on, whoever learns of it (the
+    callback, a status check, reconciliation), not only when the payer's page does."""
+    if payment.link_id is None:
+        return
+    await session.execute(
+        update(PaymentLink)
+        .where(
+            PaymentLink.id == payment.link_id,
+            PaymentLink.single_use.is_(True),
+            PaymentLink.status == "active",
+        )
+        .values(status="used")
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def apply(
     session: AsyncSession, payment_id: str, change: Change, *, loaded: Payment | None = None
 ) -> Transition:
@@ -231,6 +248,7 @@ async def _apply_once(
     payment = updated
     if payment.status == PaymentStatus.SUCCEEDED.value:
         await note_c2b_twin(session, payment, payment.receipt)
+        await _close_single_use_link(session, payment)
     await add_event(session, payment, f"payment.{payment.status}")
     metrics.payment_transition(payment.provider, payment.status)
     return decision

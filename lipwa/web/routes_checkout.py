@@ -184,18 +184,6 @@ async def _link_of(c: Container, payment: Payment) -> tuple[PaymentLink | None, 
         return link, await links.merchant_name(session, payment.merchant_id)
 
 
-async def _settle_link(c: Container, payment: Payment, link: PaymentLink | None) -> None:
-    """A single-use link closes once paid (written only when there is something to change)."""
-    if (
-        link is not None
-        and link.single_use
-        and link.status == "active"
-        and payment.status == "succeeded"
-    ):
-        async with c.sessions() as session, session.begin():
-            await links.note_payment_final(session, payment)
-
-
 def _status_view(request: Request, payment: Payment, lang: str) -> dict[str, Any]:
     final = payment.status not in OPEN_STATUSES
     provider = provider_name(payment.provider)
@@ -331,7 +319,6 @@ async def progress_page(token: str, request: Request, c: ContainerDep) -> Respon
     if payment is None:
         return _missing(request, lang)
     link, merchant = await _link_of(c, payment)
-    await _settle_link(c, payment, link)
     if payment.status == "succeeded":
         return RedirectResponse(f"/c/{token}/receipt", status_code=303)
     retry_open = False
@@ -361,9 +348,6 @@ async def progress_status(token: str, request: Request, c: ContainerDep) -> Resp
     payment = await _payment_for(c, request, token)
     if payment is None:
         return JSONResponse({"error": "not_found"}, status_code=404)
-    if payment.status == "succeeded":
-        link, _ = await _link_of(c, payment)
-        await _settle_link(c, payment, link)
     view = _status_view(request, payment, page_language(request))
     return JSONResponse(view, headers={"cache-control": "no-store"})
 
@@ -418,9 +402,6 @@ async def _progress(
             yield f"data: {data}\n\n"
             last = data
         if current.status not in OPEN_STATUSES:
-            if current.status == "succeeded":
-                link, _ = await _link_of(c, current)
-                await _settle_link(c, current, link)
             return
         now = loop.time()
         if now - started > SSE_MAX_S or await request.is_disconnected():

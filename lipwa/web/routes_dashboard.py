@@ -188,9 +188,12 @@ async def overview(request: Request, c: ContainerDep, window: str = "24h") -> Re
 
 # ----- payments --------------------------------------------------------------------------------
 def _date(text: str, end: bool = False) -> datetime | None:
+    """A filter's day, or None (no filter) when it is not a day the store can hold."""
     try:
         day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
     except ValueError:
+        return None
+    if not 2000 <= day.year <= 2100:
         return None
     return day + timedelta(days=1) if end else day
 

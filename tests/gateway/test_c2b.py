@@ -382,6 +382,42 @@ def test_bill_ref_of_a_payment_link_is_accepted_and_tied_to_the_link(
     assert again and again[0]["result_code"] == "C2B00012"
 
 
+def test_a_paybill_payment_is_tied_to_a_link_only_if_the_link_could_take_it(
+    shop: Merchant, database_url: str
+) -> None:
+    """A fixed-amount single-use link named by a paybill payment of another amount, or while
+    it is already paid, is not closed or paid twice: the money is recorded, untied."""
+    with shop.client() as c:
+        link = c.post(
+            "/v1/payment-links",
+            json={"amount": "5000", "currency": "KES", "single_use": True},
+            headers={"Idempotency-Key": str(uuid.uuid4())},
+        ).json()
+    base = shop.accounts["mpesa"]["callback_url"]
+
+    def confirm(amount: str) -> dict[str, Any]:
+        trans_id = "LNK" + uuid.uuid4().hex[:7].upper()
+        body = confirmation_of(shop, trans_id, link["slug"], amount)
+        httpx.post(f"{base}/c2b-confirm", json=body).raise_for_status()
+        [payment] = [
+            p for p in payments_with_reference(shop, link["slug"]) if p["receipt"] == trans_id
+        ]
+        return payment
+
+    wrong = confirm("1.00")
+    assert wrong["status"] == "succeeded" and "link_id" not in wrong["metadata"]
+    with shop.client() as c:
+        assert c.get(f"/v1/payment-links/{link['id']}").json()["status"] == "active"
+    right = confirm("5000.00")
+    assert right["metadata"]["link_id"] == link["id"]
+    with shop.client() as c:
+        assert c.get(f"/v1/payment-links/{link['id']}").json()["status"] == "used"
+    again = confirm("5000.00")  # a second payer of a link already paid
+    assert "link_id" not in again["metadata"]
+    tied = db_rows(database_url, "SELECT id FROM payments WHERE link_id = :l", l=link["id"])
+    assert [r["id"] for r in tied] == [right["id"]]
+
+
 # ----- one transaction, two notices --------------------------------------------------------------
 def confirmation_of(shop: Merchant, trans_id: str, bill_ref: str, amount: str) -> dict[str, Any]:
     """A C2B confirmation as Daraja would send it for a payment into the paybill."""

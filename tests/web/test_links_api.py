@@ -74,6 +74,13 @@ def test_link_validation(merchant: Merchant) -> None:
         assert post({"currency": "KES", "expires_at": past}).json()["error"]["code"] == (
             "expires_in_past"
         )
+        # A fixed amount no payer could pay, and an expiry beyond what the store holds.
+        for amount, code in (("150.50", "amount_not_whole"), ("300000", "amount_too_large")):
+            refused = post({"currency": "KES", "amount": amount})
+            assert refused.status_code == 400 and refused.json()["error"]["code"] == code
+            assert refused.json()["error"]["param"] == "amount"
+        far = post({"currency": "KES", "expires_at": "9999-12-31T23:59:59-05:00"})
+        assert far.status_code == 400 and far.json()["error"]["code"] == "invalid_expires_at"
         open_link = post({"currency": "KES"})
         assert open_link.status_code == 201 and open_link.json()["amount"] is None
         read = c.get(f"/v1/payment-links/{open_link.json()['id']}")
@@ -142,6 +149,9 @@ def test_sign_in_sessions(merchant: Merchant) -> None:
         dashboard = c.get("/dashboard")
         assert dashboard.status_code == 200 and ADMIN_TOKEN not in dashboard.text
         assert dashboard.headers["cache-control"] == "no-store"
+        # Date filters the store cannot hold are ignored, not a 500.
+        far = c.get("/dashboard/payments", params={"from": "0001-01-01", "to": "9999-12-31"})
+        assert far.status_code == 200
         # A tampered cookie is no session at all.
         # (a middle character of the signature: the last one may carry only padding bits)
         cookie = c.cookies["lipwa_session"]
@@ -265,9 +275,7 @@ def test_a_setup_test_result_is_only_shown_to_a_session_of_its_mode(merchant: Me
         assert c.get(result_path).status_code == 404
 
 
-def test_two_payers_at_once_pay_a_single_use_link_once(
-    merchant: Merchant, sim: Simulator
-) -> None:
+def test_two_payers_at_once_pay_a_single_use_link_once(merchant: Merchant, sim: Simulator) -> None:
     link = create_link(merchant, amount="10", single_use=True)
     sim.settings.prompt_seconds = 5.0  # the first payment stays open meanwhile
     slug = link["slug"]
@@ -293,3 +301,24 @@ def test_two_payers_at_once_pay_a_single_use_link_once(
     with merchant.client() as api:
         payments = api.get("/v1/payments", params={"reference": link["id"]}).json()["data"]
     assert len(payments) == 1
+
+
+def test_a_single_use_link_closes_when_paid_even_if_the_payer_never_looks_again(
+    merchant: Merchant, sim: Simulator
+) -> None:
+    """The payer submits, approves on the phone and closes the tab: the callback alone marks
+    the link used for the merchant (and for paybill payments naming it)."""
+    link = create_link(merchant, amount="10", single_use=True)
+    with httpx.Client(base_url=merchant.gateway.url, timeout=30) as payer:
+        page = payer.get(f"/l/{link['slug']}").text
+        form = {
+            name: page.split(f'name="{name}" value="')[1].split('"')[0]
+            for name in ("csrf_token", "attempt")
+        }
+        sent = payer.post(f"/l/{link['slug']}", data={"phone": "0708374170", **form})
+        assert sent.status_code == 303
+    with merchant.client() as api:
+        [payment] = api.get("/v1/payments", params={"reference": link["id"]}).json()["data"]
+    assert merchant.wait_final(payment["id"])["status"] == "succeeded"
+    with merchant.client() as api:
+        assert api.get(f"/v1/payment-links/{link['id']}").json()["status"] == "used"
