@@ -57,6 +57,7 @@ _PAUSED = {"provider_disabled"}
 _LINK_CLOSED = {"link_busy", "link_used", "link_expired", "link_disabled"}
 _WAIT = {"payer_busy", "same_amount_too_soon", "rate_limited", "idempotency_in_progress"}
 _NETWORK = {"unsupported_network", "no_account_for_network", "currency_not_supported"}
+_PHONE = {"invalid_phone", "unsupported_country", "ambiguous_phone"}
 _AMOUNT = {"invalid_amount", "amount_too_small", "amount_too_large", "amount_not_whole"}
 _AMOUNT |= {"daily_limit_exceeded"}
 
@@ -122,7 +123,7 @@ def _refusal_text(lang: str, error: ApiError, merchant: str) -> tuple[str, str |
         return i18n.t(lang, "err_duplicate"), None
     if code in _NETWORK:
         return i18n.t(lang, "err_network", merchant=merchant), "phone"
-    if code == "invalid_phone":
+    if code in _PHONE:
         detail = error.message if lang == "en" else ""
         key = "err_phone" if detail else "err_phone_short"
         return i18n.t(lang, key, detail=detail.split(" Send ")[0]), "phone"

@@ -322,3 +322,20 @@ def test_a_single_use_link_closes_when_paid_even_if_the_payer_never_looks_again(
     assert merchant.wait_final(payment["id"])["status"] == "succeeded"
     with merchant.client() as api:
         assert api.get(f"/v1/payment-links/{link['id']}").json()["status"] == "used"
+
+
+def test_a_number_of_another_country_is_a_phone_error_on_the_checkout(
+    merchant: Merchant,
+) -> None:
+    """The payer is told to check the number, not that something broke on our side."""
+    link = create_link(merchant, amount="10")
+    with httpx.Client(base_url=merchant.gateway.url, timeout=30) as payer:
+        for number in ("+255712345678", "0712345678x"):
+            page = payer.get(f"/l/{link['slug']}").text
+            form = {
+                name: page.split(f'name="{name}" value="')[1].split('"')[0]
+                for name in ("csrf_token", "attempt")
+            }
+            refused = payer.post(f"/l/{link['slug']}", data={"phone": number, **form})
+            assert refused.status_code == 400, number
+            assert "Check the number" in refused.text and "on our side" not in refused.text
