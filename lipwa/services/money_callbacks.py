@@ -201,16 +201,22 @@ class MoneyCallbacks:
     async def _queue_timeout(
         self, session: AsyncSession, model: MoneyModel, target: MoneyRow, payload: Any
     ) -> Applied:
-        """The request timed out in Daraja's queue: unknown, and checked again at once."""
+        """The request timed out in Daraja's queue: unknown, and checked again at once. Once
+        recovery has checked it (a refund's re-check is itself a reversal, with this same
+        timeout URL), its back-off stands: a re-check's own timeout must not set off the next
+        re-check a second later, again and again, while Daraja is shedding load."""
         envelope = results.parse_result(payload)
+        first = target.check_attempts == 0
+        at = utcnow() + SOON if first else target.next_check_at
         change = MoneyChange(
             PaymentStatus.UNKNOWN,
             source="callback",
             provider_code=envelope.code if envelope else None,
-            next_check_at=utcnow() + SOON,
+            next_check_at=at,
         )
         decision = await transition(session, model, target.id, change, _view(model))
-        await set_fields(session, model, target.id, next_check_at=utcnow() + SOON)
+        if first and target.status in OPEN_STATUSES:
+            await set_fields(session, model, target.id, next_check_at=at)
         return decision.value, "queue timeout: to be checked"
 
     async def _status(

@@ -7,12 +7,14 @@ import asyncio
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from lipwa.clock import utcnow
 from lipwa.providers.base import SendOutcome
@@ -37,6 +39,7 @@ from tests.gateway.money_support import (
 )
 from tests.gateway.test_callbacks import anomaly_kinds
 from tests.gateway.test_recovery import insert_rows
+from tests.ops_support import run_db
 
 REVERSAL = "/mpesa/reversal/v1/request"
 MOMO_REFUND = "/disbursement/v1_0/refund"
@@ -209,6 +212,45 @@ def test_a_failed_confirming_repeat_never_fails_a_reversed_refund(
     done = final(merchant, first["id"], timeout=30)
     assert (done["status"], done["provider_code"]) == ("succeeded", "R000001")
     assert "refund.failed" not in events_of(merchant, first["id"])
+
+
+def test_a_recheck_timing_out_in_the_queue_keeps_its_back_off(
+    merchant: Merchant, sim_url: str, database_url: str
+) -> None:
+    """A queue-timeout notice brings the first check forward. Once recovery has checked, a
+    re-check's own timeout (the same URL) keeps the back-off: while Daraja sheds load it must
+    not set off another real reversal a second later, again and again."""
+    payment = paid_payment(merchant, "KES", MPESA_PHONE, "100")
+    scenario(sim_url, "mpesa", "pending_forever", reference=payment["receipt"])
+    first = created(refund(merchant, payment["id"]))
+    url = f"{merchant.accounts['mpesa']['callback_url']}/reversal-timeout/{first['id']}"
+    timeout = {"Result": {
+        "ResultType": 1, "ResultCode": 26,
+        "ResultDesc": "System busy. The service request timed out in the queue.",
+        "OriginatorConversationID": str(uuid.uuid4()), "ConversationID": "AG_20260101_y",
+        "TransactionID": "NLJ0000000"}}  # fmt: skip
+
+    def next_check_after(check_attempts: int) -> float:
+        async def set_due(session: AsyncSession) -> None:
+            await session.execute(
+                update(Refund)
+                .where(Refund.id == first["id"])
+                .values(check_attempts=check_attempts, next_check_at=utcnow() + timedelta(hours=1))
+            )
+
+        async def due(session: AsyncSession) -> datetime | None:
+            row = await session.get(Refund, first["id"], populate_existing=True)
+            return row.next_check_at if row else None
+
+        run_db(database_url, set_due)
+        assert httpx.post(url, json=timeout).status_code == 200
+        at = run_db(database_url, due)
+        assert at is not None
+        return (at - utcnow()).total_seconds()
+
+    assert next_check_after(3) > 3000  # recovery's back-off stands
+    assert next_check_after(0) < 5  # the first send's timeout: checked at once
+    scenario(sim_url, "mpesa", None, reference=payment["receipt"])
 
 
 def test_duplicated_reversal_result_changes_the_refund_once(
