@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from lipwa.api.deps import AdminDep, CallerDep, ContainerDep
 from lipwa.api.errors import ERROR_RESPONSES
 from lipwa.errors import invalid
+from lipwa.services.money_states import OPEN_STATUSES
 from lipwa.services.money_views import get_payout, list_payouts, payout_view
 from lipwa.services.payouts import PayoutIn
 
@@ -99,6 +100,25 @@ async def create_payout(
 async def read_payout(payout_id: str, c: ContainerDep, caller: CallerDep) -> dict[str, Any]:
     async with c.sessions() as session:
         return payout_view(await get_payout(session, caller, payout_id))
+
+
+@router.post(
+    "/payouts/{payout_id}/refresh",
+    summary="Ask the provider about this payout now and return it",
+    description="For a pending or unknown payout (also one whose automatic checks ended "
+    "after 24 h) Lipwa asks the provider once more: MoMo answers at once; M-Pesa's Transaction "
+    "Status answers by callback within seconds, so read the payout again. A final payout is "
+    "returned as it is. Safe to repeat: a payout Daraja or MTN says it never got is sent again "
+    "only under its own id, which the provider takes at most once.",
+)
+async def refresh_payout(payout_id: str, c: ContainerDep, caller: CallerDep) -> dict[str, Any]:
+    async with c.sessions() as session:
+        payout = await get_payout(session, caller, payout_id)
+    if payout.status in OPEN_STATUSES:
+        await c.money.recovery.check_payout(payout.id, asked=True)
+        async with c.sessions() as session:
+            payout = await get_payout(session, caller, payout_id)
+    return payout_view(payout)
 
 
 @router.get("/payouts", summary="List payouts, newest first (cursor pagination)")

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from lipwa.api.deps import CallerDep, ContainerDep
 from lipwa.api.errors import ERROR_RESPONSES
 from lipwa.api.payouts import IdempotencyKey, require_idempotency_key
+from lipwa.services.money_states import OPEN_STATUSES
 from lipwa.services.money_views import get_refund, list_refunds, refund_view
 from lipwa.services.payments import get_payment
 from lipwa.services.refunds import RefundIn
@@ -60,6 +61,25 @@ async def read_payment_refunds(
     async with c.sessions() as session:
         await get_payment(session, caller, payment_id)  # 404 for another merchant's payment
         return await list_refunds(session, caller, payment_id)
+
+
+@router.post(
+    "/refunds/{refund_id}/refresh",
+    summary="Ask the provider about this refund now and return it",
+    description="For a pending or unknown refund (also one whose automatic checks ended after "
+    "24 h) Lipwa asks the provider once more: MoMo answers at once. An M-Pesa refund is "
+    "checked by repeating its reversal, which Daraja performs at most once per transaction; "
+    "the answer comes by callback within seconds, so read the refund again. A final refund is "
+    "returned as it is.",
+)
+async def refresh_refund(refund_id: str, c: ContainerDep, caller: CallerDep) -> dict[str, Any]:
+    async with c.sessions() as session:
+        refund = await get_refund(session, caller, refund_id)
+    if refund.status in OPEN_STATUSES:
+        await c.money.recovery.check_refund(refund.id, asked=True)
+        async with c.sessions() as session:
+            refund = await get_refund(session, caller, refund_id)
+    return refund_view(refund)
 
 
 @router.get("/refunds/{refund_id}", summary="Read a refund")

@@ -116,7 +116,9 @@ class MoneyRecovery:
         return ids
 
     # ----- payouts -----------------------------------------------------------------------------
-    async def check_payout(self, payout_id: str) -> str:
+    async def check_payout(self, payout_id: str, *, asked: bool = False) -> str:
+        """One check of an open payout. ``asked``: a merchant's "check now", which also asks
+        about a payout parked past the horizon (its credentials fixed since, say)."""
         async with self._sessions() as session:
             payout = await session.get(Payout, payout_id, populate_existing=True)
             account = await session.get(ProviderAccount, payout.account_id) if payout else None
@@ -124,7 +126,7 @@ class MoneyRecovery:
             return "missing"
         if payout.status not in OPEN_STATUSES:
             return "final"
-        step = await self._early_step(Payout, payout)
+        step = await self._early_step(Payout, payout, asked)
         if step is not None:
             return step
         if account.provider == "momo":
@@ -163,7 +165,9 @@ class MoneyRecovery:
         return "resend"
 
     # ----- refunds -----------------------------------------------------------------------------
-    async def check_refund(self, refund_id: str) -> str:
+    async def check_refund(self, refund_id: str, *, asked: bool = False) -> str:
+        """One check of an open refund; ``asked`` as for ``check_payout``. An M-Pesa refund's
+        check is a repeat of its reversal (Daraja reverses a transaction once)."""
         async with self._sessions() as session:
             refund = await session.get(Refund, refund_id, populate_existing=True)
             payment = await session.get(Payment, refund.payment_id) if refund else None
@@ -172,7 +176,7 @@ class MoneyRecovery:
             return "missing"
         if refund.status not in OPEN_STATUSES:
             return "final"
-        step = await self._early_step(Refund, refund)
+        step = await self._early_step(Refund, refund, asked)
         if step is not None:
             return step
         if account.provider == "mpesa":
@@ -199,11 +203,14 @@ class MoneyRecovery:
         return await self._apply_answer(Refund, refund, answer)
 
     # ----- shared steps ------------------------------------------------------------------------
-    async def _early_step(self, model: MoneyModel, row: Payout | Refund) -> str | None:
-        """Wait for a send that may be in flight; park a row past the horizon."""
+    async def _early_step(
+        self, model: MoneyModel, row: Payout | Refund, asked: bool = False
+    ) -> str | None:
+        """Wait for a send that may be in flight; park a row past the horizon (unless a
+        merchant asked: then it is checked once more, and parked again at the next round)."""
         now = utcnow()
         sent_from = _sent_from(row)
-        if now >= sent_from + timedelta(seconds=self.schedule.horizon_s):
+        if not asked and now >= sent_from + timedelta(seconds=self.schedule.horizon_s):
             await self._park(model, row)
             return "park"
         stale_at = sent_from + timedelta(seconds=self.schedule.stale_send_s)
@@ -251,7 +258,8 @@ class MoneyRecovery:
             await _next_check(session, model, row.id, at)
 
     async def _park(self, model: MoneyModel, row: Payout | Refund) -> None:
-        """Past the horizon: unknown, no more automatic checks (reconciliation settles it)."""
+        """Past the horizon: unknown, no more automatic checks (a late callback or the
+        merchant's refresh, ``asked``, settles it)."""
         async with self._sessions() as session, session.begin():
             change = MoneyChange(PaymentStatus.UNKNOWN, source="query")
             await transition(session, model, row.id, change, _view(model))

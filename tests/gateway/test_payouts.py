@@ -793,6 +793,31 @@ def test_a_resend_refused_by_throttling_keeps_the_payout_open_and_sends_it_later
     assert len(paid) == 1
 
 
+def test_a_payout_parked_after_a_day_is_settled_when_the_merchant_asks(
+    merchant: Merchant, sim_url: str, database_url: str
+) -> None:
+    """Automatic checks end 24 h after the send (unknown, nothing scheduled): say the
+    initiator's password had expired all day. Once it is fixed, the merchant's refresh asks
+    Daraja again and the payout settles; nothing is sent twice."""
+    ocid = str(uuid.uuid4())
+    assert asyncio.run(_direct_b2c(sim_url, ocid, amount=250)).outcome is SendOutcome.ACCEPTED
+    row = _payout_row(merchant, ocid, send_state="sent", amount=Decimal(250))
+    row.status, row.next_check_at = "unknown", None
+    row.created_at = row.updated_at = utcnow() - timedelta(hours=25)
+    _insert(database_url, row)
+    time.sleep(1.5)  # the worker's rounds leave a parked payout alone
+    with merchant.client() as c:
+        assert c.get(f"/v1/payouts/{row.id}").json()["status"] == "unknown"
+        asked = c.post(f"/v1/payouts/{row.id}/refresh")
+    assert asked.status_code == 200 and asked.json()["id"] == row.id
+    done = final(merchant, row.id)
+    assert (done["status"], done["resolved_by"]) == ("succeeded", "query")
+    assert b2c_sent(sim_url, ocid) == 1  # the direct send only
+    with merchant.client() as c:  # a final payout is returned as it is
+        again = c.post(f"/v1/payouts/{row.id}/refresh")
+    assert again.json()["status"] == "succeeded"
+
+
 def test_a_forged_momo_transfer_result_is_not_believed(
     merchant_factory: Callable[..., Merchant], sim_url: str, database_url: str
 ) -> None:

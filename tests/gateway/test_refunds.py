@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -321,6 +322,40 @@ def test_lost_momo_refund_callback_recovered_by_get(momo_merchant: Merchant, sim
     done = final(momo_merchant, created(refund(momo_merchant, payment["id"]))["id"], timeout=30)
     assert (done["status"], done["resolved_by"]) == ("succeeded", "query")
     assert len(sim_requests(sim_url, MOMO_REFUND)) == 1
+
+
+def test_a_refund_parked_after_a_day_is_settled_when_the_merchant_asks(
+    momo_merchant: Merchant, sim_url: str
+) -> None:
+    """Automatic checks ended after 24 h (say the disbursement key was broken all day) and the
+    refund still holds its amount: once fixed, the merchant's refresh asks MTN and settles it."""
+    payment = paid_payment(momo_merchant, "RWF", MOMO_PHONE, "1000")
+    set_faults(sim_url, callback_drop_pct=100)  # the sim fixture lifts it after the test
+    made = created(refund(momo_merchant, payment["id"], amount="300"))
+
+    async def park(session: AsyncSession) -> None:
+        a_day_ago = utcnow() - timedelta(hours=25)
+        await session.execute(
+            update(Refund)
+            .where(Refund.id == made["id"])
+            .values(status="unknown", next_check_at=None, created_at=a_day_ago)
+        )
+
+    run_db(momo_merchant.gateway.settings.database_url, park)
+    time.sleep(1.5)  # the worker's rounds leave a parked refund alone
+    with momo_merchant.client() as c:
+        assert c.get(f"/v1/refunds/{made['id']}").json()["status"] == "unknown"
+        deadline = time.monotonic() + 10
+        while True:  # MTN may still be processing it ("PENDING") at the first ask
+            asked = c.post(f"/v1/refunds/{made['id']}/refresh")
+            assert asked.status_code == 200
+            if asked.json()["status"] != "unknown" or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+    assert (asked.json()["status"], asked.json()["resolved_by"]) == ("succeeded", "query")
+    assert len(sim_requests(sim_url, MOMO_REFUND)) >= 1
+    rest = refund(momo_merchant, payment["id"], amount="800")  # 300 of 1000 refunded
+    assert rest.json()["error"]["code"] == "amount_exceeds_refundable"
 
 
 def test_only_succeeded_payments_are_refunded(momo_merchant: Merchant, sim_url: str) -> None:
