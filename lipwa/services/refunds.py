@@ -138,6 +138,16 @@ class RefundService:
                 f"{format_amount(payment.amount, payment.currency)}",
                 "amount",
             )
+        if payment.amount != payment.amount.to_integral_value():
+            # A paybill payment may carry cents; a reversal's Amount is whole shillings, and
+            # one cut down to them would never match the result Daraja sends back.
+            raise invalid(
+                "amount_not_whole",
+                f"M-Pesa reverses whole shillings only, and payment {payment.id} is "
+                f"{format_amount(payment.amount, payment.currency)}: refund it from the M-Pesa "
+                "portal",
+                "amount",
+            )
         if not payment.receipt:
             raise invalid(
                 "receipt_missing",

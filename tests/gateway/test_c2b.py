@@ -288,6 +288,13 @@ def test_confirmation_without_validation_and_replayed_by_hand(
     assert len(payments) == 1
     assert payments[0]["amount"] == "10.50" and payments[0]["receipt"] == trans_id
     assert payments[0]["metadata"]["payer_name"] == "John"
+    with shop.client() as c:  # a reversal takes whole shillings: never sent cut down to 10
+        refused = c.post(
+            f"/v1/payments/{payments[0]['id']}/refunds",
+            json={},
+            headers={"Idempotency-Key": str(uuid.uuid4())},
+        )
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "amount_not_whole"
     outcomes = [
         r["outcome"]
         for r in inbound_rows(database_url, shop.accounts["mpesa"]["id"], "c2b-confirm")
