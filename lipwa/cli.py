@@ -38,6 +38,9 @@ def simulate(
     delay_max: float = typer.Option(0.0, help="Largest callback delay, seconds."),
     reorder: float = typer.Option(0.0, help="Percent of callbacks delivered out of order."),
     errors: float = typer.Option(0.0, help="Percent of API calls answered with a provider 5xx."),
+    created_errors: float = typer.Option(
+        0.0, help="Percent of MoMo creating calls that take effect but answer 500."
+    ),
     latency_ms: float = typer.Option(0.0, help="Latency added to every API answer, ms."),
     answer_delay_ms: float = typer.Option(
         0.0, help="Act at once but answer this late, ms (a timeout then hides success)."
@@ -59,6 +62,7 @@ def simulate(
                 "callback_delay_max_s": delay_max,
                 "callback_reorder_pct": reorder,
                 "error_pct": errors,
+                "created_error_pct": created_errors,
                 "latency_ms": latency_ms,
                 "answer_delay_ms": answer_delay_ms,
             }

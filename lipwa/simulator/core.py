@@ -39,6 +39,9 @@ class Faults:
     # Out-of-order: a callback is held back and released only after the next one.
     callback_reorder_pct: float = 0.0
     error_pct: float = 0.0  # answer API calls with the provider's own 5xx/throttle error
+    # MoMo creating POSTs: the request is created, then answered 500 INTERNAL_PROCESSING_ERROR
+    # (MTN's "outcome unknown: GET the reference, retry with the same one").
+    created_error_pct: float = 0.0
     latency_ms: float = 0.0  # added to every API answer, before the request is processed
     # The provider acts at once but its answer leaves this late: a client that times out
     # meanwhile cannot know the request took effect, and a callback may beat the answer.
@@ -226,6 +229,11 @@ class Simulator:
     async def add_latency(self) -> None:
         if self.faults.latency_ms > 0:
             await asyncio.sleep(self.faults.latency_ms / 1000)
+
+    def fails_after_create(self, key: str) -> bool:
+        """Whether a creating call that took effect is answered with a 5xx all the same."""
+        pct = self.faults.created_error_pct
+        return pct > 0 and self.chance("created-error", key) * 100 < pct
 
     def should_fail(self, key: str) -> bool:
         """Whether to answer this API call with an injected provider error.

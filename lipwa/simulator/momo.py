@@ -357,6 +357,8 @@ class MoMo:
             if ref in self.records:
                 return product_error(409, "RESOURCE_ALREADY_EXIST")
             self._open(operation, caller, ref, order, callback_url)
+            if self.sim.fails_after_create(f"{name}:{ref}"):
+                return product_error(500, "INTERNAL_PROCESSING_ERROR")
             return Response(status_code=202)
 
         return handler

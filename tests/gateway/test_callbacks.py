@@ -208,6 +208,28 @@ def test_momo_5xx_is_retried_with_the_same_reference(
     assert len(posts) >= 2 and len(references) == 1
 
 
+def test_a_momo_request_created_despite_its_500_is_paid_once(
+    merchant: Merchant, sim: Simulator, sim_url: str
+) -> None:
+    """MTN answered 500 but had created the request-to-pay: the retry under the same
+    X-Reference-Id meets 409, which proves it exists, and the payer is asked once."""
+    set_faults(sim_url, created_error_pct=100)
+    payment = merchant.pay(amount="5", currency="EUR", phone="+256772123457").json()
+    assert payment["status"] != "failed", payment
+    assert merchant.wait_final(payment["id"])["status"] == "succeeded"
+    posts = [
+        r
+        for r in httpx.get(
+            f"{sim_url}/_sim/requests", params={"path": "/collection/v1_0/requesttopay"}
+        ).json()["requests"]
+        if r["method"] == "POST" and r["body"].get("externalId") == payment["id"]
+    ]
+    assert len(posts) >= 2 and len({r["headers"]["x-reference-id"] for r in posts}) == 1
+    records = httpx.get(f"{sim_url}/_sim/transactions", params={"provider": "momo"}).json()
+    ours = [r for r in records["momo"] if r.get("external_id") == payment["id"]]
+    assert len(ours) == 1, ours
+
+
 def test_provider_timeout_leaves_payment_unknown_and_never_resends(
     merchant: Merchant, sim: Simulator, sim_url: str, gateway: Any
 ) -> None:

@@ -183,6 +183,17 @@ async def test_request_to_pay_sync_errors(momo: MoMoKit) -> None:
     assert host.status_code == 500 and host.json()["code"] == "INVALID_CALLBACK_URL_HOST"
 
 
+async def test_a_request_created_despite_its_500_exists_and_is_taken_once(momo: MoMoKit) -> None:
+    """MTN's INTERNAL_PROCESSING_ERROR on a creating call does not say nothing was created:
+    the GET finds it, and a retry under the same reference is 409."""
+    momo.sim.faults.update({"created_error_pct": 100})
+    ref, first = await momo.create("requesttopay", amount="1500")
+    assert first.status_code == 500 and first.json()["code"] == "INTERNAL_PROCESSING_ERROR"
+    assert (await momo.status("requesttopay", ref)).json()["status"] == "PENDING"
+    _, again = await momo.create("requesttopay", ref=ref, amount="1500")
+    assert again.status_code == 409 and again.json()["code"] == "RESOURCE_ALREADY_EXIST"
+
+
 @pytest.mark.parametrize(
     ("change", "value"),
     [
