@@ -154,6 +154,7 @@ class Container:
                 ),
                 pacer=pacer,
                 circuits=circuits,
+                flags=flags,
             ),
             flags=flags,
             rate_limits=rate_limits,

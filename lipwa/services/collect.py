@@ -398,12 +398,22 @@ class CollectService:
     ) -> Outcome:
         now = utcnow()
         async with self._sessions() as session, session.begin():
+            if result.outcome is SendOutcome.REJECTED and payment.provider == "momo":
+                send_state = await session.scalar(
+                    select(Payment.send_state).where(Payment.id == payment.id).with_for_update()
+                )
+                if send_state != "not_sent":
+                    # The worker re-sent it meanwhile under the same X-Reference-Id (this send
+                    # took that long): our refusal speaks for our attempt only, and MTN may
+                    # have the worker's. Recovery settles it; failing it could hide a payment.
+                    log.warning("late_refusal_ignored", payment_id=payment.id)
+                    return await self._replay_current(session, caller, payment.id, key)
             values: dict[str, Any] = {"send_state": _SEND_STATE[result.outcome], "updated_at": now}
             if result.provider_ref and payment.provider_ref is None:
                 values["provider_ref"] = result.provider_ref
             if result.secondary_ref:
                 values["provider_secondary_ref"] = result.secondary_ref
-            if result.outcome is SendOutcome.ACCEPTED:
+            if result.outcome is SendOutcome.ACCEPTED or result.provider_ref:
                 # An answer that came after the worker gave up waiting for it (the payment
                 # left unknown, unchecked): now it can be asked about, so ask again.
                 values["next_check_at"] = case(
@@ -459,6 +469,17 @@ class CollectService:
             outcome=result.outcome.value,
             provider_code=result.error_code,
         )
+        return Outcome(201, view)
+
+
+    async def _replay_current(
+        self, session: AsyncSession, caller: Caller, payment_id: str, key: str
+    ) -> Outcome:
+        """Answer with the payment as it stands (and keep that as the key's answer)."""
+        current = await session.get(Payment, payment_id, populate_existing=True)
+        assert current is not None
+        view = payment_view(current)
+        await idempotency.finish(session, caller.merchant_id, key, 201, view)
         return Outcome(201, view)
 
 

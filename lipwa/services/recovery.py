@@ -28,6 +28,7 @@ from lipwa.providers.base import ProviderReport, QueryFailure, SendOutcome, Send
 from lipwa.services.accounts import callback_base
 from lipwa.services.callbacks import CallbackService, change_from_report
 from lipwa.services.circuit import CircuitBreaker, is_failure
+from lipwa.services.flags import FlagCache, send_refusal
 from lipwa.services.pacing import Pacer
 from lipwa.services.providers import ProviderRegistry
 from lipwa.services.recovery_rules import (
@@ -67,8 +68,10 @@ class RecoveryService:
         schedule: Schedule | None = None,
         pacer: Pacer | None = None,
         circuits: CircuitBreaker | None = None,
+        flags: FlagCache | None = None,
     ) -> None:
         self._sessions = sessions
+        self._flags = flags
         self._registry = registry
         self._callbacks = callbacks
         self._public_url = public_url
@@ -170,7 +173,8 @@ class RecoveryService:
             await _set_next_check(session, payment_id, at)
 
     async def _park(self, payment_id: str) -> None:
-        """Unknown, and no more automatic checks: a callback or reconciliation settles it."""
+        """Unknown, and no more automatic checks: a callback, reconciliation or the
+        merchant's refresh settles it."""
         async with self._sessions() as session, session.begin():
             await apply(session, payment_id, Change(PaymentStatus.UNKNOWN, source="query"))
             await _set_next_check(session, payment_id, None)
@@ -207,7 +211,14 @@ class RecoveryService:
     async def _resend(
         self, payment: Payment, account: ProviderAccount, now: datetime
     ) -> CheckResult:
-        """Send the request-to-pay again with the same X-Reference-Id, once."""
+        """Send the request-to-pay again with the same X-Reference-Id, once. Held, as any
+        send, while a kill switch keeps its path off or its account is disabled."""
+        async with self._sessions() as session:
+            refusal = await send_refusal(session, self._flags, payment.merchant_id, account)
+        if refusal is not None:
+            log.info("resend_held", payment_id=payment.id, code=refusal.code)
+            await self._reschedule(payment.id, now + self.schedule.delay(1), unknown=False)
+            return await self._result(payment.id, "held", refusal.message)
         async with self._sessions() as session, session.begin():
             claimed = await session.execute(
                 update(Payment)

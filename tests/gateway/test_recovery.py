@@ -23,6 +23,9 @@ from lipwa.api.app import create_app
 from lipwa.cli import app as cli_app
 from lipwa.clock import utcnow
 from lipwa.config import Settings
+from lipwa.container import Container
+from lipwa.providers.base import SendOutcome, SendResult
+from lipwa.services.accounts import Caller
 from lipwa.simulator.core import Simulator
 from lipwa.simulator.testing import free_port, serve_in_thread
 from lipwa.store.db import make_engine, make_sessionmaker
@@ -37,6 +40,7 @@ from tests.gateway.conftest import (
     db_rows,
     events_for,
 )
+from tests.gateway.test_guards import flag_off
 
 MOMO_PHONE = "+250788123456"  # MTN Rwanda; the simulator settles it as paid
 FINAL = {"succeeded", "failed"}
@@ -353,6 +357,92 @@ def test_crash_after_write_ahead_momo_is_sent_again_with_the_same_reference(
         timeout=10,
         what="the resend recorded as sent",
     )
+
+
+def test_a_resend_waits_while_a_kill_switch_is_thrown(
+    merchant_factory: Callable[..., Merchant], gateway: Gateway, sim_url: str, database_url: str
+) -> None:
+    """The operator switched the merchant off after its process died mid-send: the worker's
+    re-send is held like any send, and goes once the switch is back on."""
+    merchant = momo_merchant(merchant_factory)
+    orphan = written_ahead(merchant, "momo", "250788123456", age_s=30)
+
+    def posts() -> int:
+        return sum(
+            1
+            for p in sim_requests(sim_url, "/collection/v1_0/requesttopay", "POST")
+            if p["headers"].get("x-reference-id") == orphan.provider_request_id
+        )
+
+    with flag_off(gateway, f"merchant:{merchant.id}"):
+        insert_rows(database_url, orphan)
+        time.sleep(4)  # several worker rounds
+        assert posts() == 0
+        held = payment_row(database_url, orphan.id)
+        assert held["status"] == "pending" and held["send_state"] == "not_sent"
+    assert merchant.wait_final(orphan.id, timeout=20)["status"] == "succeeded"
+    assert posts() == 1
+
+
+def test_a_late_refusal_of_a_send_the_worker_already_repeated_fails_nothing(
+    merchant_factory: Callable[..., Merchant], gateway: Gateway, database_url: str
+) -> None:
+    """The API's request-to-pay stalled past the worker's re-send, which MTN took (same
+    X-Reference-Id), then came back refused (throttled): that refusal speaks for the stalled
+    attempt only. The payment stays open for recovery, never failed while the payer may be
+    approving the worker's prompt."""
+    merchant = momo_merchant(merchant_factory)
+    stalled = written_ahead(merchant, "momo", "250788123456", age_s=90)
+    stalled.send_state = "sent"  # the worker's re-send, recorded
+    stalled.next_check_at = utcnow() + timedelta(hours=1)
+    insert_rows(database_url, stalled)
+    refused = SendResult(
+        SendOutcome.REJECTED,
+        error_code="http_429",
+        failure_code="provider_unavailable",
+        transient=True,
+    )
+    caller = Caller(merchant_id=merchant.id, mode="test", key_id="k")
+
+    async def late_answer() -> dict[str, Any]:
+        container = Container.build(gateway.settings)
+        try:
+            outcome = await container.collect._record(caller, stalled, refused, "late-key")
+            return outcome.body
+        finally:
+            await container.close()
+
+    answered = asyncio.run(late_answer())
+    assert answered["status"] == "pending"
+    row = payment_row(database_url, stalled.id)
+    assert (row["status"], row["send_state"]) == ("pending", "sent")
+
+
+def test_a_late_unclear_answer_that_names_its_checkout_id_is_checked_again(
+    merchant: Merchant, gateway: Gateway, database_url: str
+) -> None:
+    """The worker gave up waiting (unknown, no more checks); Daraja's answer then came, with a
+    CheckoutRequestID but no ResponseCode: now there is something to ask about, so ask."""
+    parked = written_ahead(merchant, "mpesa", "254708374149", age_s=90)
+    parked.status, parked.send_state, parked.next_check_at = "unknown", "ambiguous", None
+    insert_rows(database_url, parked)
+    unclear = SendResult(
+        SendOutcome.AMBIGUOUS,
+        provider_ref="ws_CO_" + uuid.uuid4().hex[:20],
+        error_message="Daraja answered without a ResponseCode",
+    )
+    caller = Caller(merchant_id=merchant.id, mode="test", key_id="k")
+
+    async def late_answer() -> None:
+        container = Container.build(gateway.settings)
+        try:
+            await container.collect._record(caller, parked, unclear, "late-key-2")
+        finally:
+            await container.close()
+
+    asyncio.run(late_answer())
+    row = payment_row(database_url, parked.id)
+    assert row["provider_ref"] == unclear.provider_ref and row["next_check_at"] is not None
 
 
 def test_crash_after_write_ahead_mpesa_is_never_pushed_but_made_unknown(

@@ -435,6 +435,14 @@ async def test_query_for_an_unknown_checkout_id_is_not_found() -> None:
     assert report.state is ReportState.NOT_FOUND
 
 
+@pytest.mark.parametrize("code", [None, "", " ", True])
+async def test_a_query_answer_with_no_result_code_is_no_answer(code: object) -> None:
+    """A null or blank ResultCode says nothing: never a (final) failure of an open prompt."""
+    report, _ = await query(query_answer(code, "whatever"))
+    assert isinstance(report, QueryFailure)
+    assert report.error_code == "invalid_response"
+
+
 async def test_query_answer_about_another_checkout_id_is_a_failure() -> None:
     body = json.loads(query_answer("0", "ok").content)
     body["CheckoutRequestID"] = "ws_CO_other"

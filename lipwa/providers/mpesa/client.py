@@ -433,7 +433,7 @@ class MpesaClient(ProviderHttp):
                 raw_code=error.code,
                 raw_message=self._message(error.message),
             )
-        if status == 200 and body is not None and error is None and "ResultCode" in body:
+        if status == 200 and body is not None and error is None and _has_code(body, "ResultCode"):
             echoed = body.get("CheckoutRequestID")
             if isinstance(echoed, str) and echoed and echoed != checkout_id:
                 return QueryFailure(
@@ -546,6 +546,13 @@ class MpesaClient(ProviderHttp):
 
     def _scrub(self, text: str, sent: tuple[str, ...] | list[str]) -> str:
         return wire.scrub(text, (*self._credentials.secrets(), *sent))
+
+
+def _has_code(body: dict[str, Any], name: str) -> bool:
+    """A code that says something: a null or blank one is no answer (never read as a failure,
+    which would be final)."""
+    value = body.get(name)
+    return isinstance(value, int | str) and not isinstance(value, bool) and str(value).strip() != ""
 
 
 def _not_configured(exc: Exception) -> SendResult:
