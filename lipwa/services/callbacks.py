@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -35,6 +36,7 @@ log = structlog.get_logger("lipwa.callbacks")
 
 KEPT_HEADERS = ("content-type", "user-agent", "x-forwarded-for", "content-length")
 FINAL_REPORTS = (ReportState.SUCCEEDED, ReportState.FAILED)
+UNCONFIRMED_FOR = timedelta(hours=24)  # then a callback MTN cannot be asked about is given up
 
 
 def change_from_report(report: ProviderReport, source: str) -> Change | None:
@@ -122,7 +124,7 @@ class CallbackService:
                 account, reference_id = to_confirm
                 confirmed = await self._confirmer.momo_status(account, "momo", reference_id)
                 if confirmed is None:
-                    return "unconfirmed"  # still unprocessed: the callback sweep asks again
+                    return await self._unconfirmed(callback_id)
         async with self._sessions() as session, session.begin():
             row: InboundCallback | None
             if stored is not None and stored.processed_at is None:
@@ -138,6 +140,24 @@ class CallbackService:
             row.processed_at = utcnow()
         log.info("callback_processed", callback_id=callback_id, kind=row.kind, outcome=outcome)
         return outcome
+
+    async def _unconfirmed(self, callback_id: int) -> str:
+        """MTN could not be asked: the row stays for the sweep, marked so that rows never tried
+        go first (a merchant's broken key cannot starve everyone's callbacks), and is given up
+        after ``UNCONFIRMED_FOR`` (its payment is settled by its own checks or a refresh)."""
+        now = utcnow()
+        async with self._sessions() as session, session.begin():
+            row = await session.get(InboundCallback, callback_id)
+            if row is None or row.processed_at is not None:
+                return "unconfirmed"
+            row.outcome = "unconfirmed"
+            if now - row.received_at >= UNCONFIRMED_FOR:
+                row.detail = "MTN could not be asked about it for 24 h; given up"
+                row.processed_at = now
+                log.warning("callback_given_up", callback_id=callback_id)
+            else:
+                row.detail = "MTN could not be asked yet; the sweep asks again"
+        return "unconfirmed"
 
     async def _to_confirm(
         self, callback_id: int, token: str, stored: InboundCallback | None
@@ -256,8 +276,6 @@ class CallbackService:
 
     async def unprocessed(self, older_than_s: float = 5.0, limit: int = 100) -> list[int]:
         """Callbacks stored but never applied (the process died in between)."""
-        from datetime import timedelta
-
         cutoff = utcnow() - timedelta(seconds=older_than_s)
         async with self._sessions() as session:
             rows = await session.scalars(

@@ -301,7 +301,8 @@ class RecoveryService:
                         InboundCallback.kind.in_(CALLBACK_KINDS),  # others have their own sweep
                         InboundCallback.received_at < cutoff,
                     )
-                    .order_by(InboundCallback.id)
+                    # Rows never tried first: ones MTN could not be asked about wait behind.
+                    .order_by(InboundCallback.outcome.is_not(None), InboundCallback.id)
                     .limit(limit)
                 )
             )

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 from typing import Any
 
 import httpx
 from prometheus_client import REGISTRY
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 from typer.testing import CliRunner
 
 from lipwa.cli import app as cli_app
+from lipwa.clock import utcnow
 from lipwa.simulator.core import Simulator
+from lipwa.store.tables import InboundCallback
 from tests.gateway.conftest import Merchant, db_rows, events_for
 from tests.gateway.test_reconciliation import cli_env
+from tests.ops_support import run_db
 
 
 def set_faults(sim_url: str, **faults: float) -> None:
@@ -349,6 +355,45 @@ def test_a_true_momo_callback_is_applied_as_mtn_confirms_it(
     assert final["receipt"]  # MTN's financialTransactionId, from its own answer
 
 
+def momo_callback_rows(database_url: str, payment_id: str) -> list[dict[str, Any]]:
+    return db_rows(database_url, "SELECT outcome, processed_at FROM inbound_callbacks "
+                   "WHERE payment_id = :id AND kind = 'momo'", id=payment_id)  # fmt: skip
+
+
+def test_a_momo_callback_mtn_cannot_be_asked_about_for_a_day_is_given_up(
+    merchant: Merchant, sim_url: str, database_url: str
+) -> None:
+    """Not retried for ever (a merchant's broken MoMo key would have MTN polled every few
+    seconds indefinitely): after a day the row is closed; the payment's own checks go on."""
+    momo_scenario(sim_url, "256772123402", "success")
+    payment = merchant.pay(amount="3", currency="EUR", phone="+256772123402").json()
+    set_faults(sim_url, error_pct=100)
+    deadline = time.monotonic() + 10
+    while momo_callback_rows(database_url, payment["id"]) != [
+        {"outcome": "unconfirmed", "processed_at": None}
+    ]:
+        assert time.monotonic() < deadline, momo_callback_rows(database_url, payment["id"])
+        time.sleep(0.2)
+
+    async def a_day_ago(session: AsyncSession) -> None:
+        await session.execute(
+            update(InboundCallback)
+            .where(InboundCallback.payment_id == payment["id"], InboundCallback.kind == "momo")
+            .values(received_at=utcnow() - timedelta(hours=25))
+        )
+
+    run_db(database_url, a_day_ago)
+    deadline = time.monotonic() + 20
+    while True:  # the sweep tries once more, and gives up
+        [row] = momo_callback_rows(database_url, payment["id"])
+        if row["processed_at"] is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert row["outcome"] == "unconfirmed" and row["processed_at"] is not None
+    set_faults(sim_url, error_pct=0)
+    assert merchant.wait_final(payment["id"], timeout=20)["status"] == "succeeded"
+
+
 def test_a_momo_callback_mtn_cannot_confirm_now_is_applied_later(
     merchant: Merchant, sim_url: str, database_url: str
 ) -> None:
@@ -360,6 +405,10 @@ def test_a_momo_callback_mtn_cannot_confirm_now_is_applied_later(
     time.sleep(1.0)  # the prompt settles and its callback arrives while MTN answers 5xx
     with merchant.client() as c:
         assert c.get(f"/v1/payments/{payment['id']}").json()["status"] == "pending"
+    # Kept for the sweep, marked as tried (rows never tried are swept first).
+    assert momo_callback_rows(database_url, payment["id"]) == [
+        {"outcome": "unconfirmed", "processed_at": None}
+    ]
     set_faults(sim_url, error_pct=0)
     final = merchant.wait_final(payment["id"], timeout=15)
     assert final["status"] == "succeeded"
