@@ -74,6 +74,9 @@ class SimSettings:
     momo_callback_host: str = "localhost"
     # Seconds the simulator waits for a merchant's C2B validation answer.
     c2b_validation_timeout_s: float = 8.0
+    # Daraja asks the ValidationURL only for shortcodes with External Validation switched on
+    # (on request to Safaricom); off, every payment is confirmed and no rule can refuse it.
+    c2b_external_validation: bool = True
 
     def update(self, values: dict[str, Any]) -> None:
         known = {f.name: f.type for f in fields(self)}
@@ -81,7 +84,11 @@ class SimSettings:
             if name not in known:
                 raise ValueError(f"unknown setting {name!r}")
             current = getattr(self, name)
-            if isinstance(current, str):
+            if isinstance(current, bool):
+                if not isinstance(value, bool):
+                    raise ValueError(f"setting {name!r} takes true or false")
+                setattr(self, name, value)
+            elif isinstance(current, str):
                 setattr(self, name, str(value))
             elif isinstance(current, int) and not isinstance(current, bool):
                 setattr(self, name, int(value))

@@ -194,6 +194,27 @@ def test_unknown_account_number_is_rejected_when_the_merchant_says_so(
     assert rows[-1]["outcome"] == "rejected" and rows[-1]["detail"].startswith("C2B00012")
 
 
+def test_without_external_validation_the_rules_cannot_refuse_and_the_money_is_recorded(
+    shop: Merchant, sim: Simulator, sim_url: str
+) -> None:
+    """Most shortcodes have no External Validation: Daraja never asks, the payer's money
+    lands whatever the merchant's rules say, and Lipwa records it all the same."""
+    set_c2b_rules(shop, accept_unknown_accounts=False)
+    sim.settings.update({"c2b_external_validation": False})
+    try:
+        ref = new_ref("NOVAL")
+        simulate_c2b(sim_url, paybill(shop), amount=25, bill_ref=ref)
+        payment = wait_payment(shop, ref)
+    finally:
+        sim.settings.update({"c2b_external_validation": True})
+    assert payment is not None
+    assert (payment["status"], payment["channel"], payment["amount"]) == (
+        "succeeded",
+        "c2b",
+        "25.00",
+    )
+
+
 def test_account_pattern_makes_an_account_number_known(shop: Merchant, sim_url: str) -> None:
     set_c2b_rules(shop, accept_unknown_accounts=False, account_pattern=r"^ACC\d{4}$")
     known = f"ACC{uuid.uuid4().int % 10_000:04d}"

@@ -124,6 +124,23 @@ async def test_accepted_payment_is_validated_then_confirmed(daraja, daraja_recei
     assert daraja.sim.ledger.balances[f"mpesa:{C2B}"] == Decimal(10)
 
 
+async def test_without_external_validation_every_payment_is_confirmed(daraja, daraja_receiver):
+    """Daraja's default: the ValidationURL is never called, so no rule can refuse a payment."""
+    receiver = daraja_receiver
+    receiver.replies["/c2b/validate"] = (200, {"ResultCode": "C2B00012",
+                                               "ResultDesc": "Rejected"}, 0)  # fmt: skip
+    daraja.sim.settings.update({"c2b_external_validation": False})
+    with pytest.raises(ValueError, match="true or false"):
+        daraja.sim.settings.update({"c2b_external_validation": "no"})
+    await daraja.post("/mpesa/c2b/v2/registerurl", register_body(receiver.url))
+    await daraja.post("/mpesa/c2b/v2/simulate", simulate_body())
+    [confirmation] = await receiver.wait_for("/c2b/confirm")
+    assert receiver.bodies("/c2b/validate") == []
+    record = daraja.sim.transactions["mpesa"][confirmation["TransID"]]
+    assert record["status"] == "completed" and record["validation"] is None
+    assert daraja.sim.ledger.balances[f"mpesa:{C2B}"] == Decimal(10)
+
+
 async def test_rejected_by_validation_is_not_confirmed(daraja, daraja_receiver):
     receiver = daraja_receiver
     receiver.replies["/c2b/validate"] = (200, {"ResultCode": "C2B00012",
