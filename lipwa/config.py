@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from lipwa.domain.phones import Network
 
 
+ADMIN_TOKEN_MIN = 16  # it opens every merchant's keys and accounts: no guessable token
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LIPWA_", env_file=".env", extra="ignore")
 
@@ -100,6 +103,26 @@ class Settings(BaseSettings):
     # GET /metrics (Prometheus text): open when unset (it holds no secrets or phone numbers);
     # when set, scrapers must send "Authorization: Bearer <token>" (README.md, "Going live").
     metrics_token: SecretStr | None = None
+
+    @field_validator("admin_token", "metrics_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """``LIPWA_ADMIN_TOKEN=`` (an empty line in .env, an unset compose variable) is no
+        token at all: the admin API stays off rather than open to an empty bearer."""
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(raw, str) and not raw.strip():
+            return None
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < ADMIN_TOKEN_MIN:
+            raise ValueError(
+                f"LIPWA_ADMIN_TOKEN must be at least {ADMIN_TOKEN_MIN} characters: generate one "
+                "with python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return value
 
     @field_validator("public_url")
     @classmethod

@@ -82,12 +82,12 @@ def weakness(encoded: str, key: bytes) -> str | None:
 def inspect_ring(text: str) -> list[KeyInfo]:
     """Every entry of the ring, the first (active) first, with what is wrong with it."""
     found: list[KeyInfo] = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
+    items = [part.strip() for part in text.split(",")]
+    for position, item in enumerate((i for i in items if i), start=1):
         version, sep, encoded = item.partition(":")
         if not sep or not version or not version.isalnum():
-            found.append(KeyInfo(version or "?", 0, "-", None, "not 'version:base64'"))
+            # Named by its place, never by its text: without a "version:" the text is the key.
+            found.append(KeyInfo(f"entry{position}", 0, "-", None, "not 'version:base64'"))
             continue
         try:
             key = base64.b64decode(encoded, validate=True)

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from typer.testing import CliRunner
 
@@ -26,7 +26,7 @@ from lipwa.doctor.facts import Facts
 from lipwa.doctor.result import Status
 from lipwa.keys import KNOWN_EXAMPLE_KEYS, dated_version
 from lipwa.services.accounts import create_api_key
-from lipwa.store.tables import WorkerHeartbeat
+from lipwa.store.tables import ProviderAccount, WorkerHeartbeat
 from lipwa.vault import generate_key_text
 from tests.ops_support import (
     ALERT_RULES,
@@ -147,13 +147,13 @@ def test_a_broken_live_configuration_fails_once_per_problem(sqlite_db: str) -> N
 
     async def seed(session: AsyncSession) -> None:
         merchant = await add_merchant(session)
-        # A production account left on Safaricom's sandbox host.
-        ids["sandbox_host"] = await add_account(
-            session,
-            vault,
-            merchant,
-            environment="production",
-            base_url="https://sandbox.safaricom.co.ke",
+        # A production account left on Safaricom's sandbox host (stored before that was
+        # refused when an account is made).
+        ids["sandbox_host"] = await add_account(session, vault, merchant, environment="production")
+        await session.execute(
+            update(ProviderAccount)
+            .where(ProviderAccount.id == ids["sandbox_host"])
+            .values(base_url="https://sandbox.safaricom.co.ke")
         )
         # Sealed with a key that is not in the ring any more.
         ids["lost"] = await add_account(session, lost, merchant, environment="production")
@@ -343,6 +343,11 @@ def test_key_checks() -> None:
     assert found[0].status is Status.FAIL and "not set" in found[0].detail
     garbage, _ = key_checks.ring(settings(encryption_keys="v1:%%%"), live=True)
     assert "not valid base64" in garbage[0].detail
+    # A key pasted without its "version:" is named by its place, never printed.
+    bare = GOOD_KEY.split(":", 1)[1]
+    unnamed, _ = key_checks.ring(settings(encryption_keys=f"{GOOD_KEY},{bare}"), live=True)
+    assert any("entry2" in c.name and c.status is Status.FAIL for c in unnamed)
+    assert all(bare not in c.name and bare not in c.detail for c in unnamed)
 
 
 def test_key_age() -> None:

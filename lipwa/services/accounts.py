@@ -136,6 +136,11 @@ def _is_production_host(provider: str, url: str) -> bool:
     return bool(module.is_production_host(url))
 
 
+def _is_sandbox_host(provider: str, url: str) -> bool:
+    module = mpesa_client if provider == "mpesa" else momo_client
+    return bool(module.is_sandbox_host(url))
+
+
 def _check_base_url(provider: str, environment: str, url: str) -> str:
     try:
         parts = urlsplit(url)
@@ -155,6 +160,13 @@ def _check_base_url(provider: str, environment: str, url: str) -> str:
     if environment == "production" and parts.scheme != "https":
         raise DomainError(
             "production_requires_https", "a production account must use https", "base_url"
+        )
+    if environment == "production" and _is_sandbox_host(provider, url):
+        # Live payments would "succeed" there without any money moving.
+        raise DomainError(
+            "production_account_on_sandbox_host",
+            "a production account cannot point at the provider's sandbox",
+            "base_url",
         )
     return url.rstrip("/")
 

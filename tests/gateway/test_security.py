@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
+from pydantic import ValidationError
 
+from lipwa.config import Settings
 from tests.gateway.conftest import ADMIN_TOKEN, Merchant, db_rows
 
 
@@ -115,6 +118,34 @@ def test_sandbox_account_cannot_point_at_a_production_host(gateway: Any) -> None
             )
             assert response.status_code == 400, response.text
             assert response.json()["error"]["code"] == "sandbox_account_on_production_host"
+            # The same host in a spelling httpx would connect to all the same.
+            lookalike = url.replace(".", "\u3002")
+            response = admin.post(
+                f"/admin/v1/merchants/{merchant['id']}/accounts",
+                json={
+                    "provider": provider,
+                    "environment": "sandbox",
+                    "base_url": lookalike,
+                    "credentials": creds,
+                },
+            )
+            assert response.json()["error"]["code"] == "sandbox_account_on_production_host"
+            # And a production account on the provider's sandbox: live payments would
+            # "succeed" without money moving.
+            sandbox = "https://sandbox.safaricom.co.ke" if provider == "mpesa" else (
+                "https://sandbox.momodeveloper.mtn.com"
+            )
+            response = admin.post(
+                f"/admin/v1/merchants/{merchant['id']}/accounts",
+                json={
+                    "provider": provider,
+                    "environment": "production",
+                    "base_url": sandbox,
+                    "credentials": creds,
+                },
+            )
+            assert response.status_code == 400, response.text
+            assert response.json()["error"]["code"] == "production_account_on_sandbox_host"
 
 
 def test_admin_api_needs_the_admin_token(gateway: Any) -> None:
@@ -124,6 +155,21 @@ def test_admin_api_needs_the_admin_token(gateway: Any) -> None:
             "/admin/v1/merchants", json={"name": "x"}, headers={"Authorization": "Bearer nope"}
         )
         assert wrong.status_code == 401
+
+
+def test_a_blank_admin_token_keeps_the_admin_api_off_and_a_short_one_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``LIPWA_ADMIN_TOKEN=`` (an empty .env line, an unset compose variable) must not open the
+    admin API to an empty bearer; a guessable token is refused at start."""
+    for blank in ("", "   "):
+        monkeypatch.setenv("LIPWA_ADMIN_TOKEN", blank)
+        monkeypatch.setenv("LIPWA_METRICS_TOKEN", blank)
+        settings = Settings(_env_file=None)  # type: ignore[call-arg]
+        assert settings.admin_token is None and settings.metrics_token is None
+    monkeypatch.setenv("LIPWA_ADMIN_TOKEN", "admin123")
+    with pytest.raises(ValidationError, match="at least 16 characters"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
 
 
 def test_bad_credentials_are_refused_with_the_field_named(gateway: Any) -> None:

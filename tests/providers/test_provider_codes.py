@@ -146,6 +146,9 @@ def test_catalogue_is_consistent() -> None:
         ("https://API.safaricom.co.ke/oauth/v1/generate", True),
         ("api.safaricom.co.ke", True),
         ("https://api.safaricom.co.ke.:443", True),
+        # Spellings httpx connects to as the production host: never "not production".
+        ("https://api\u3002safaricom\u3002co\u3002ke", True),
+        ("https://api\uff0esafaricom\uff0eco\uff0eke", True),
         (mpesa.SANDBOX_BASE_URL, False),
         ("http://127.0.0.1:8900", False),
         ("https://safaricom.co.ke.evil.example", False),
@@ -164,6 +167,7 @@ def test_mpesa_production_hosts(url: str, production: bool) -> None:
         (momo.MOMO_AFRICA_BASE_URL, True),
         ("https://ericssonbasicapi2.azure-api.net", True),
         ("proxy.momoapi.mtn.co.ug", True),
+        ("https://proxy.momoapi.mtn\uff0eco\uff0erw", True),
         (momo.SANDBOX_BASE_URL, False),
         ("http://localhost:8900", False),
         ("https://mtn.example.com", False),
@@ -174,3 +178,12 @@ def test_mpesa_production_hosts(url: str, production: bool) -> None:
 )
 def test_momo_production_hosts(url: str, production: bool) -> None:
     assert momo.is_production_host(url) is production
+
+
+def test_sandbox_hosts() -> None:
+    assert mpesa.is_sandbox_host(mpesa.SANDBOX_BASE_URL)
+    assert mpesa.is_sandbox_host("https://SANDBOX.safaricom.co.ke./mpesa")
+    assert not mpesa.is_sandbox_host(mpesa.PRODUCTION_BASE_URL)
+    assert momo.is_sandbox_host(momo.SANDBOX_BASE_URL)
+    assert not momo.is_sandbox_host(momo.PRODUCTION_BASE_URL)
+    assert not momo.is_sandbox_host("http://127.0.0.1:8900")

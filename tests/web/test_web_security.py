@@ -18,7 +18,7 @@ from lipwa.web.security import CSRF_COOKIE, IDLE_S, MAX_S, SESSION_COOKIE, Sessi
 def _settings(**overrides: object) -> Settings:
     values: dict[str, object] = {
         "encryption_keys": SecretStr("v1:" + "A" * 43 + "="),
-        "admin_token": SecretStr("admin-secret"),
+        "admin_token": SecretStr("admin-secret-long-enough"),
         "public_url": "https://pay.example.com",
         **overrides,
     }
@@ -71,7 +71,7 @@ def test_sessions_end_after_eight_hours_even_when_active(monkeypatch: pytest.Mon
 def test_rotating_the_admin_token_ends_admin_sessions() -> None:
     web = WebSecurity(_settings())
     name, value = _signed(web, Session("admin", time.time(), admin_fp=web.admin_fingerprint()))
-    rotated = WebSecurity(_settings(admin_token=SecretStr("new-token")))
+    rotated = WebSecurity(_settings(admin_token=SecretStr("new-admin-token-16")))
     assert rotated.read_session(_request({name: value})) is None
     other_ring = WebSecurity(_settings(encryption_keys=SecretStr("v2:" + "B" * 43 + "=")))
     assert other_ring.read_session(_request({SESSION_COOKIE: value})) is None

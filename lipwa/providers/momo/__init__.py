@@ -9,6 +9,7 @@ from lipwa.providers.momo.hosts import (
     RWANDA_PRODUCTION_BASE_URL,
     SANDBOX_BASE_URL,
     is_production_host,
+    is_sandbox_host,
 )
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "MomoClient",
     "MomoCredentials",
     "is_production_host",
+    "is_sandbox_host",
     "parse_momo_callback",
 ]

@@ -45,6 +45,7 @@ from lipwa.providers.momo.hosts import (
     RWANDA_PRODUCTION_BASE_URL,
     SANDBOX_BASE_URL,
     is_production_host,
+    is_sandbox_host,
 )
 from lipwa.providers.tokens import TokenCache
 
@@ -56,6 +57,7 @@ __all__ = [
     "USER_AGENT",
     "MomoClient",
     "is_production_host",
+    "is_sandbox_host",
     "parse_momo_callback",
 ]
 

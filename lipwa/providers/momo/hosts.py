@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from typing import Final
-from urllib.parse import urlsplit
+
+from lipwa.providers.url_hosts import host_of
 
 SANDBOX_BASE_URL: Final = "https://sandbox.momodeveloper.mtn.com"
 PRODUCTION_BASE_URL: Final = "https://proxy.momoapi.mtn.com"  # most markets (legacy gateway)
@@ -17,16 +18,9 @@ _LEGACY_HOSTS: Final = frozenset(
 )
 
 
-def host_of(url: str) -> str:
-    """The lower-case host of ``url`` (a bare host name is accepted too)."""
-    text = url.strip()
-    if "://" not in text:
-        text = "//" + text
-    try:
-        host = urlsplit(text).hostname or ""
-    except ValueError:
-        return ""
-    return host.rstrip(".").lower()
+def is_sandbox_host(url: str) -> bool:
+    """True when ``url`` points at MTN's sandbox (no real money moves there)."""
+    return host_of(url) in _SANDBOX_HOSTS
 
 
 def is_production_host(url: str) -> bool:

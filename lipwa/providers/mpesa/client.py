@@ -43,6 +43,7 @@ from lipwa.providers.mpesa.hosts import (
     PRODUCTION_BASE_URL,
     SANDBOX_BASE_URL,
     is_production_host,
+    is_sandbox_host,
 )
 from lipwa.providers.tokens import TokenCache
 
@@ -52,6 +53,7 @@ __all__ = [
     "USER_AGENT",
     "MpesaClient",
     "is_production_host",
+    "is_sandbox_host",
     "parse_stk_callback",
 ]
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from typing import Final
-from urllib.parse import urlsplit
+
+from lipwa.providers.url_hosts import host_of
 
 SANDBOX_BASE_URL: Final = "https://sandbox.safaricom.co.ke"
 PRODUCTION_BASE_URL: Final = "https://api.safaricom.co.ke"
@@ -11,16 +12,14 @@ PRODUCTION_BASE_URL: Final = "https://api.safaricom.co.ke"
 _SAFARICOM_DOMAINS: Final = ("safaricom.co.ke", "safaricom.et")
 
 
-def host_of(url: str) -> str:
-    """The lower-case host of ``url`` (a bare host name is accepted too)."""
-    text = url.strip()
-    if "://" not in text:
-        text = "//" + text
-    try:
-        host = urlsplit(text).hostname or ""
-    except ValueError:
-        return ""
-    return host.rstrip(".").lower()
+def _safaricom(host: str) -> bool:
+    return any(host == d or host.endswith("." + d) for d in _SAFARICOM_DOMAINS)
+
+
+def is_sandbox_host(url: str) -> bool:
+    """True when ``url`` points at a Safaricom sandbox (no real money moves there)."""
+    host = host_of(url)
+    return _safaricom(host) and "sandbox" in host.split(".", 1)[0]
 
 
 def is_production_host(url: str) -> bool:
@@ -31,6 +30,4 @@ def is_production_host(url: str) -> bool:
     misconfiguration while a false "no" could let test traffic reach production.
     """
     host = host_of(url)
-    if not any(host == d or host.endswith("." + d) for d in _SAFARICOM_DOMAINS):
-        return False
-    return "sandbox" not in host.split(".", 1)[0]
+    return _safaricom(host) and "sandbox" not in host.split(".", 1)[0]
