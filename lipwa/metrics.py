@@ -103,7 +103,17 @@ OPEN_PAYMENTS = Gauge(
 )
 OLDEST_OPEN_PAYMENT = Gauge(
     "lipwa_oldest_open_payment_age_seconds",
-    "Age of the oldest payment still pending or unknown (database, at scrape time); 0 if none.",
+    "Age of the oldest payment still pending or unknown whose checks go on (database, at "
+    "scrape time); 0 if none. Parked payments are counted in lipwa_parked_payments instead.",
+)
+PARKED_PAYMENTS = Gauge(
+    "lipwa_parked_payments",
+    "Payments left unknown with no more automatic checks (nothing to ask the provider, or past "
+    "the checking horizon): a late callback, reconciliation or a person settles them.",
+)
+METRICS_DB_READ_ERRORS = Counter(
+    "lipwa_metrics_db_read_errors_total",
+    "Scrapes whose database gauges could not be read (the rest of the scrape was served).",
 )
 WORKER_HEARTBEAT_AGE = Gauge(
     "lipwa_worker_heartbeat_age_seconds",
@@ -186,10 +196,11 @@ def _timed(
     return wrapper
 
 
-def set_backlog(by_status: dict[str, int], oldest_age_s: float | None) -> None:
+def set_backlog(by_status: dict[str, int], oldest_age_s: float | None, parked: int) -> None:
     for status in ("pending", "unknown"):
         OPEN_PAYMENTS.labels(status).set(by_status.get(status, 0))
     OLDEST_OPEN_PAYMENT.set(oldest_age_s or 0.0)
+    PARKED_PAYMENTS.set(parked)
 
 
 def set_circuits(snapshot: list[dict[str, Any]]) -> None:

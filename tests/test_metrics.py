@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +17,26 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from lipwa import metrics
 from lipwa.api.app import create_app
+from lipwa.clock import utcnow
 from lipwa.config import Settings
 from lipwa.providers.base import QueryFailure, SendOutcome, SendResult
 from lipwa.simulator.testing import serve_in_thread
+from lipwa.store.tables import Payment
 from lipwa.vault import generate_key_text
-from tests.ops_support import ROOT, add_heartbeat, fresh_database, run_db
+from tests.ops_support import (
+    ROOT,
+    add_account,
+    add_heartbeat,
+    add_merchant,
+    fresh_database,
+    run_db,
+    vault_of,
+)
 
 
 def sample(name: str, **labels: str) -> float:
@@ -144,6 +159,56 @@ def test_metrics_are_open_without_a_token_and_hold_no_ids(db: str) -> None:
     assert "lipwa_payments_total" in body and "lipwa_webhook_deliveries_total" in body
     age = sample("lipwa_worker_heartbeat_age_seconds")
     assert 29 <= age < 120
+
+
+def _open_payment(
+    merchant_id: str, account_id: str, *, age_s: float, parked: bool
+) -> Payment:
+    created = utcnow() - timedelta(seconds=age_s)
+    return Payment(
+        id=f"pay_m{uuid.uuid4().hex[:16]}", merchant_id=merchant_id, account_id=account_id,
+        mode="test", provider="mpesa", channel="prompt",
+        status="unknown" if parked else "pending", amount=Decimal("10"), currency="KES",
+        phone="254708374149", network="safaricom", reference="r", description="",
+        provider_reference="r", provider_description="r", meta={},
+        provider_request_id=str(uuid.uuid4()), send_state="ambiguous" if parked else "sent",
+        check_attempts=0, next_check_at=None if parked else utcnow() + timedelta(seconds=30),
+        created_at=created, updated_at=created,
+    )  # fmt: skip
+
+
+def test_a_parked_payment_is_counted_apart_and_does_not_pin_the_age(db: str) -> None:
+    """A payment parked for good must not keep the "unresolved too long" alert firing and
+    hide the next stuck one; it has its own gauge (and alert on new ones)."""
+    vault = vault_of(generate_key_text("v1"))
+
+    async def seed(session: AsyncSession) -> None:
+        merchant = await add_merchant(session)
+        account = await add_account(session, vault, merchant)
+        session.add(_open_payment(merchant, account, age_s=7200, parked=True))
+        session.add(_open_payment(merchant, account, age_s=300, parked=False))
+
+    run_db(db, seed)
+    with gateway(db) as client:
+        assert client.get("/metrics").status_code == 200
+    assert sample("lipwa_parked_payments") == 1
+    assert sample("lipwa_open_payments", status="unknown") == 1
+    assert sample("lipwa_open_payments", status="pending") == 1
+    assert 290 <= sample("lipwa_oldest_open_payment_age_seconds") < 400
+
+
+def test_metrics_are_served_while_the_database_cannot_be_read(db: str) -> None:
+    """The outage is when the error and latency series matter most: never a 500 scrape."""
+
+    async def break_backlog(session: AsyncSession) -> None:
+        await session.execute(text("DROP TABLE payments"))
+
+    run_db(db, break_backlog)
+    before = sample("lipwa_metrics_db_read_errors_total")
+    with gateway(db) as client:
+        response = client.get("/metrics")
+    assert response.status_code == 200 and "lipwa_http_requests_total" in response.text
+    assert sample("lipwa_metrics_db_read_errors_total") == before + 1
 
 
 def test_metrics_token_is_required_when_set(db: str) -> None:

@@ -12,6 +12,7 @@ import hmac
 import time
 from datetime import UTC, datetime
 
+import structlog
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -25,6 +26,7 @@ from lipwa.container import Container
 from lipwa.services.readiness import heartbeat_age_s
 from lipwa.store.tables import Payment
 
+log = structlog.get_logger("lipwa.metrics")
 router = APIRouter(include_in_schema=False)
 
 # Several scrapers (HA Prometheus pairs) must not each run the backlog query.
@@ -53,27 +55,46 @@ async def scrape(request: Request, c: ContainerDep) -> Response:
     state = request.app.state
     now = time.monotonic()
     if now - getattr(state, "metrics_db_read_at", -1e9) >= DB_GAUGES_MAX_AGE_S:
-        state.metrics_db_read_at = now
-        await refresh_db_gauges(c)
+        try:
+            await refresh_db_gauges(c)
+            state.metrics_db_read_at = now
+        except Exception:
+            # The scrape still answers: a database outage is exactly when the API's error
+            # and latency series must keep reaching Prometheus (the gauges keep their last
+            # values and the failure is counted).
+            log.warning("metrics_db_gauges_failed", exc_info=True)
+            metrics.METRICS_DB_READ_ERRORS.inc()
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def refresh_db_gauges(c: Container) -> None:
     """Read the recovery backlog and the worker heartbeat: two short queries."""
+    parked = Payment.next_check_at.is_(None)
     async with c.sessions() as session:
         rows = (
             await session.execute(
-                select(Payment.status, func.count(), func.min(Payment.created_at))
+                select(
+                    Payment.status,
+                    parked,
+                    func.count(),
+                    func.min(Payment.created_at),
+                )
                 .where(Payment.status.in_(("pending", "unknown")))
-                .group_by(Payment.status)
+                .group_by(Payment.status, parked)
             )
         ).all()
         beat_age = await heartbeat_age_s(session)
     wall = utcnow()
-    oldest = min((_aware(r[2]) for r in rows if r[2] is not None), default=None)
+    by_status: dict[str, int] = {}
+    for status, _, count, _ in rows:
+        by_status[str(status)] = by_status.get(str(status), 0) + int(count)
+    # Only payments still being checked: one parked for good must not pin the age alert.
+    checked = [_aware(r[3]) for r in rows if not r[1] and r[3] is not None]
+    oldest = min(checked, default=None)
     metrics.set_backlog(
-        {str(r[0]): int(r[1]) for r in rows},
+        by_status,
         (wall - oldest).total_seconds() if oldest else None,
+        sum(int(r[2]) for r in rows if r[1]),
     )
     metrics.WORKER_HEARTBEAT_AGE.set(beat_age if beat_age is not None else -1)
 

@@ -22,6 +22,7 @@ EXPECTED_ALERTS = frozenset(
         "LipwaRateLimitStorageDown",
         "LipwaRecoveryBacklogGrowing",
         "LipwaPaymentUnresolvedTooLong",
+        "LipwaPaymentsParked",
         "LipwaWebhookDeliveriesFailing",
         "LipwaWorkerDown",
         "LipwaAnomalies",
