@@ -104,6 +104,15 @@ class Settings(BaseSettings):
     # when set, scrapers must send "Authorization: Bearer <token>" (README.md, "Going live").
     metrics_token: SecretStr | None = None
 
+    @field_validator("worker_jobs", mode="before")
+    @classmethod
+    def _blank_is_every_job(cls, value: object) -> object:
+        """``LIPWA_WORKER_JOBS=`` is unset (every job), not a worker that beats a healthy
+        heartbeat while running nothing."""
+        if isinstance(value, str) and not value.replace(",", "").strip():
+            return None
+        return value
+
     @field_validator("admin_token", "metrics_token", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:

@@ -26,6 +26,7 @@ from lipwa.clock import utcnow
 from lipwa.config import Settings
 from lipwa.providers.base import QueryFailure, SendOutcome, SendResult
 from lipwa.simulator.testing import serve_in_thread
+from lipwa.store.migrate import head_revision
 from lipwa.store.tables import Payment
 from lipwa.vault import generate_key_text
 from tests.ops_support import (
@@ -161,9 +162,7 @@ def test_metrics_are_open_without_a_token_and_hold_no_ids(db: str) -> None:
     assert 29 <= age < 120
 
 
-def _open_payment(
-    merchant_id: str, account_id: str, *, age_s: float, parked: bool
-) -> Payment:
+def _open_payment(merchant_id: str, account_id: str, *, age_s: float, parked: bool) -> Payment:
     created = utcnow() - timedelta(seconds=age_s)
     return Payment(
         id=f"pay_m{uuid.uuid4().hex[:16]}", merchant_id=merchant_id, account_id=account_id,
@@ -221,6 +220,31 @@ def test_metrics_token_is_required_when_set(db: str) -> None:
 
 
 # ----- readiness ---------------------------------------------------------------------------------
+def test_ready_follows_the_schema_behind_never_ahead(db: str) -> None:
+    """Behind the code: not ready (run lipwa migrate). Ahead of it, as in a rolling deploy
+    once the first new process migrated: still ready, said in the information."""
+
+    def at(revision: str) -> None:
+        async def stamp(session: AsyncSession) -> None:
+            await session.execute(
+                text("UPDATE alembic_version SET version_num = :v"), {"v": revision}
+            )
+
+        run_db(db, stamp)
+
+    with gateway(db) as client:
+        assert client.get("/health/ready").status_code == 200
+        at("0099_from_a_newer_version")
+        ahead = client.get("/health/ready")
+        assert ahead.status_code == 200, ahead.text
+        assert "newer than this code" in ahead.json()["info"]["migrations"]
+        at("0001")
+        behind = client.get("/health/ready")
+        assert behind.status_code == 503
+        assert "run lipwa migrate" in behind.json()["checks"]["migrations"]
+        at(head_revision() or "")
+
+
 def test_ready_reports_redis_and_the_worker(db: str) -> None:
     # Redis down: information, never a 503 (rate limits fail open; callbacks must get in).
     with gateway(db, redis_url="redis://127.0.0.1:1/0") as client:

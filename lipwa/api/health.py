@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from lipwa.api.deps import ContainerDep
 from lipwa.services.readiness import heartbeat_age_s, ping_redis
-from lipwa.store.migrate import current_revision, head_revision
+from lipwa.store.migrate import current_revision, head_revision, known_revisions
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -30,15 +30,27 @@ async def ready(c: ContainerDep) -> JSONResponse:
             await conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
         revision = await current_revision(c.engine)
-        checks["migrations"] = "ok" if revision == head_revision() else f"at {revision}"
     except Exception as exc:  # readiness reports, never raises
         checks["database"] = f"error: {type(exc).__name__}"
-    ok = all(v == "ok" for v in checks.values())
+        revision = None
     # Information, not a readiness failure: an open circuit means one provider account is
     # failing, and this process can still serve everything else.
     info: dict[str, Any] = {
         "circuits_open": [x for x in c.circuits.snapshot() if x["state"] != "closed"]
     }
+    if checks["database"] == "ok":
+        head = head_revision()
+        if revision == head:
+            checks["migrations"] = "ok"
+        elif revision is None or revision in known_revisions():
+            checks["migrations"] = f"at {revision}, this code needs {head}: run lipwa migrate"
+        else:
+            # Newer than this code (a rolling deploy migrated it, or a rollback of the code):
+            # migrations only add, so this process still serves; taking every old process
+            # out of the load balancer at once would refuse provider callbacks.
+            checks["migrations"] = "ok"
+            info["migrations"] = f"database at {revision}, newer than this code ({head})"
+    ok = all(v == "ok" for v in checks.values())
     if c.settings.redis_url:
         # Information too: Redis only holds the shared rate limits, which fail open without
         # it; failing readiness would refuse provider callbacks for want of a rate limit.

@@ -172,6 +172,22 @@ def test_a_blank_admin_token_keeps_the_admin_api_off_and_a_short_one_is_refused(
         Settings(_env_file=None)  # type: ignore[call-arg]
 
 
+@pytest.mark.parametrize("blank", ["", " ", ",", " , "])
+def test_a_blank_worker_jobs_setting_means_every_job(
+    monkeypatch: pytest.MonkeyPatch, blank: str
+) -> None:
+    """Not a worker that runs nothing while its heartbeat says it is healthy."""
+    from lipwa.worker.embedded import selected_jobs
+    from lipwa.worker.runner import default_jobs
+
+    monkeypatch.setenv("LIPWA_WORKER_JOBS", blank)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.worker_jobs is None
+    assert [j.name for j in selected_jobs(settings.worker_jobs)] == [
+        j.name for j in default_jobs()
+    ]
+
+
 def test_bad_credentials_are_refused_with_the_field_named(gateway: Any) -> None:
     with gateway.admin() as admin:
         merchant = admin.post("/admin/v1/merchants", json={"name": "M"}).json()
