@@ -20,9 +20,15 @@ from lipwa.store.tables import Payment
 
 
 def run_worker_process(settings: Settings) -> None:
-    """Run every worker job until SIGTERM or SIGINT, then finish the current round and stop."""
+    """Run every worker job until SIGTERM or SIGINT, then finish the current round and stop.
+    Serves this process's metrics on ``LIPWA_WORKER_METRICS_PORT`` when set."""
+    from prometheus_client import start_http_server
+
     from lipwa.worker.embedded import selected_jobs
     from lipwa.worker.runner import run_worker
+
+    if settings.worker_metrics_port is not None:
+        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
 
     async def main() -> None:
         stop = asyncio.Event()

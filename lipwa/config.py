@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     # Comma-separated names of the worker jobs to run (e.g. "payment_checks,callback_sweep");
     # None runs them all.
     worker_jobs: str | None = None
+    # ``lipwa worker`` serves its own /metrics here when set (it counts webhook deliveries,
+    # payments settled by status checks, provider calls of recovery: nothing else exports them).
+    worker_metrics_port: int | None = Field(None, ge=1, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
     # Webhooks out: per-attempt timeout, parallel sends, retry back-off (base * 2^n with full
     # jitter, capped) and how long after the event a delivery is given up.
     webhook_timeout_s: float = 10.0

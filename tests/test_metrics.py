@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +27,7 @@ from lipwa.api.app import create_app
 from lipwa.clock import utcnow
 from lipwa.config import Settings
 from lipwa.providers.base import QueryFailure, SendOutcome, SendResult
-from lipwa.simulator.testing import serve_in_thread
+from lipwa.simulator.testing import free_port, serve_in_thread
 from lipwa.store.migrate import head_revision
 from lipwa.store.tables import Payment
 from lipwa.vault import generate_key_text
@@ -217,6 +219,40 @@ def test_metrics_token_is_required_when_set(db: str) -> None:
         assert wrong.status_code == 401
         ok = client.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
         assert ok.status_code == 200 and "lipwa_http_requests_total" in ok.text
+
+
+def test_a_worker_process_serves_its_own_metrics(db: str) -> None:
+    """Deliveries, status checks and recovery's provider calls happen in `lipwa worker`
+    processes: with the API apart, only the worker can export them."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "LIPWA_DATABASE_URL": db,
+        "LIPWA_ENCRYPTION_KEYS": generate_key_text("v1"),
+        "LIPWA_WORKER_METRICS_PORT": str(port),
+        "LIPWA_LOG_LEVEL": "WARNING",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "lipwa.cli", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+                break
+            except httpx.TransportError:
+                assert worker.poll() is None, worker.stderr.read() if worker.stderr else ""
+                assert time.monotonic() < deadline, "the worker never served its metrics"
+                time.sleep(0.2)
+        assert scraped.status_code == 200
+        assert "lipwa_webhook_deliveries_total" in scraped.text
+    finally:
+        worker.terminate()
+        worker.wait(timeout=20)
 
 
 # ----- readiness ---------------------------------------------------------------------------------
