@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 import structlog
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -36,11 +36,12 @@ from lipwa.providers.momo import client as momo_client
 from lipwa.providers.mpesa import client as mpesa_client
 from lipwa.reconcile.service import Reconciler
 from lipwa.reconcile.statements import EAT, Statement, StatementError, parse_file, parse_text
-from lipwa.store.tables import ProviderAccount, ReconciliationRun
+from lipwa.store.tables import ProviderAccount, ReconciliationItem, ReconciliationRun
 
 log = structlog.get_logger("lipwa.reconcile.daily")
 
 READY_AFTER = timedelta(minutes=30)  # late lines of the day have reached the statement
+STALE_RUN = timedelta(hours=1)  # a run still "running" after this died with its process
 
 
 def day_due(provider: str, now: datetime) -> date:
@@ -85,8 +86,19 @@ async def daily_accounts(sessions: async_sessionmaker[AsyncSession]) -> list[Pro
 
 
 async def _exists(sessions: async_sessionmaker[AsyncSession], run_id: str) -> bool:
-    async with sessions() as session:
-        return await session.get(ReconciliationRun, run_id) is not None
+    """Whether the day's run was made. One left ``running`` for ``STALE_RUN`` died with its
+    process (a deploy cancels the worker): it is removed so the day is reconciled again,
+    instead of being skipped for ever."""
+    async with sessions() as session, session.begin():
+        run = await session.get(ReconciliationRun, run_id)
+        if run is None:
+            return False
+        if run.status != "running" or run.created_at > utcnow() - STALE_RUN:
+            return True
+        await session.execute(delete(ReconciliationItem).where(ReconciliationItem.run_id == run_id))
+        await session.delete(run)
+    log.warning("reconciliation_run_interrupted", run_id=run_id)
+    return False
 
 
 async def find_statement(

@@ -18,14 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncSession
 from typer.testing import CliRunner
 
 from lipwa.cli import app as cli_app
+from lipwa.clock import utcnow
 from lipwa.reconcile.scheduled import reconcile_due, run_id_for
 from lipwa.reconcile.statements import EAT
 from lipwa.simulator.core import Simulator
 from lipwa.store.db import make_engine, make_sessionmaker
+from lipwa.store.tables import ReconciliationRun
 from tests.gateway.conftest import Gateway, Merchant, db_rows, events_for
+from tests.ops_support import run_db
 
 
 # ----- helpers ------------------------------------------------------------------------------------
@@ -383,6 +388,47 @@ def test_daily_run_reads_the_drop_folder_or_the_simulator_once_per_day(
     assert by_subject(run["items"]["data"]) == {
         momo_paid["id"]: "matched", momo_paid["receipt"]: "matched",
     }  # fmt: skip
+
+
+def test_a_daily_run_that_died_with_its_process_is_made_again(
+    merchant: Merchant, sim_url: str, gateway: Gateway, tmp_path: Path
+) -> None:
+    """A deploy cancelled the worker mid-run: the day's run stayed "running". A young one may
+    still be at work and is left alone; one an hour old died, and the day is reconciled."""
+    mpesa = merchant.accounts["mpesa"]["id"]
+    paid(merchant, "23", "KES", "0708374223")
+    shortcode = merchant.accounts["mpesa"]["config"]["shortcode"]
+    cells = statement(sim_url, "mpesa.csv", 1, shortcode=shortcode)
+    day = datetime.fromisoformat(cells[1][col(cells, "Completion Time")]).date()
+    (tmp_path / mpesa).mkdir()
+    write_csv(tmp_path / mpesa / f"{day.isoformat()}.csv", cells)
+    next_morning = datetime.combine(day + timedelta(days=1), clock_time(7, 0), EAT)
+    run_id = run_id_for(mpesa, day)
+    url = gateway.settings.database_url
+
+    def left_running(minutes_ago: int) -> None:
+        async def write(session: AsyncSession) -> None:
+            await session.execute(delete(ReconciliationRun).where(ReconciliationRun.id == run_id))
+            session.add(ReconciliationRun(
+                id=run_id, merchant_id=merchant.id, account_id=mpesa,
+                statement_date=day.isoformat(), source="scheduled: died", status="running",
+                summary={}, created_at=utcnow() - timedelta(minutes=minutes_ago),
+                finished_at=None,
+            ))  # fmt: skip
+
+        run_db(url, write)
+
+    _opt(gateway, mpesa, True)
+    try:
+        left_running(1)
+        assert _daily(url, tmp_path, next_morning) == 0  # may still be at work
+        left_running(90)
+        assert _daily(url, tmp_path, next_morning) == 1
+    finally:
+        _opt(gateway, mpesa, False)
+    with gateway.admin() as admin:
+        run = admin.get(f"/admin/v1/reconciliations/{run_id}").json()
+    assert run["status"] == "done" and run["source"] != "scheduled: died"
 
 
 # ----- receipts ---------------------------------------------------------------------------------
