@@ -297,7 +297,9 @@ def recover(
     merchant: str | None = typer.Option(None, "--merchant", help="Only this merchant (mer_…)."),
     concurrency: int = typer.Option(10, help="Payments checked in parallel."),
 ) -> None:
-    """Ask the providers about every open (pending/unknown) payment now; print a summary."""
+    """Ask the providers about every open (pending/unknown) payment now; print a summary.
+
+    Exit code: 0 every check ran, 1 some could not (they are listed)."""
     from datetime import datetime
 
     from lipwa.cli_recovery import recover as run_recover
@@ -310,7 +312,9 @@ def recover(
             raise typer.BadParameter("use an ISO time such as 2026-01-31T08:00:00Z") from exc
         if started.tzinfo is None:
             raise typer.BadParameter("--since needs a time zone, such as Z or +03:00")
-    run_recover(_settings(), console, started, merchant, concurrency)
+    results = run_recover(_settings(), console, started, merchant, concurrency)
+    if any(r.action == "error" for r in results):
+        raise typer.Exit(1)  # a script or cron job must see that some checks did not run
 
 
 @app.command()

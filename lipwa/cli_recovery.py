@@ -113,4 +113,8 @@ def recover(
     for action, count in sorted(Counter(r.action for r in results).items()):
         actions.add_row(action, str(count))
     console.print(actions)
+    failed = [r for r in results if r.action == "error"]
+    if failed:
+        shown = ", ".join(f"{r.payment_id} ({r.detail})" for r in failed[:10])
+        console.print(f"[red]{len(failed)} check(s) failed:[/red] {shown}", soft_wrap=True)
     return results

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from typer.testing import CliRunner
 
 from lipwa.api.app import create_app
@@ -26,6 +27,7 @@ from lipwa.config import Settings
 from lipwa.container import Container
 from lipwa.providers.base import SendOutcome, SendResult
 from lipwa.services.accounts import Caller
+from lipwa.services.recovery import RecoveryService
 from lipwa.simulator.core import Simulator
 from lipwa.simulator.testing import free_port, serve_in_thread
 from lipwa.store.db import make_engine, make_sessionmaker
@@ -581,6 +583,32 @@ def test_recover_cli_checks_every_open_payment_with_progress(
             assert (payment["status"], payment["resolved_by"]) == ("succeeded", "query")
     bad = CliRunner().invoke(cli_app, ["recover", "--since", "2026-01-01T00:00:00"], env=env)
     assert bad.exit_code != 0 and "time zone" in bad.output
+
+
+def test_recover_cli_exits_1_and_names_the_checks_that_could_not_run(
+    merchant: Merchant, sim_url: str, gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scenario(sim_url, "mpesa", "254708374134", "pending_forever")
+    since = utcnow().isoformat()
+    stuck = pay(merchant, "10", "KES", "0708374134")["id"]
+
+    async def broken(self: RecoveryService, payment_id: str, source: str = "worker") -> Any:
+        raise ConnectionResetError("database went away")
+
+    monkeypatch.setattr(RecoveryService, "check", broken)
+    settings = gateway.settings
+    assert settings.encryption_keys is not None
+    env = {
+        "LIPWA_DATABASE_URL": settings.database_url,
+        "LIPWA_ENCRYPTION_KEYS": settings.encryption_keys.get_secret_value(),
+        "LIPWA_PUBLIC_URL": settings.public_url,
+        "LIPWA_LOG_JSON": "false",
+    }
+    result = CliRunner().invoke(
+        cli_app, ["recover", "--merchant", merchant.id, "--since", since], env=env
+    )
+    assert result.exit_code == 1, result.output
+    assert "1 check(s) failed" in result.output and stuck in result.output
 
 
 def test_recovery_stats_show_backlog_by_age_and_what_resolved_payments(
