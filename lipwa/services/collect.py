@@ -471,7 +471,6 @@ class CollectService:
         )
         return Outcome(201, view)
 
-
     async def _replay_current(
         self, session: AsyncSession, caller: Caller, payment_id: str, key: str
     ) -> Outcome:

@@ -437,10 +437,8 @@ class PayoutService:
         *,
         caller: Caller | None = None,
         key: str | None = None,
-        resent: bool = False,
     ) -> dict[str, Any]:
-        """Store what the provider answered (and the idempotent response when ``key``).
-        ``resent``: the recovery's one re-send, whose state stays ``resent`` unless refused."""
+        """Store what the provider answered (and the idempotent response when ``key``)."""
         async with self._sessions() as session, session.begin():
             await record_send(
                 session,
@@ -449,7 +447,6 @@ class PayoutService:
                 result,
                 next_check_at=utcnow() + self._first_check,
                 view=payout_view,
-                resent=resent,
             )
             fresh = await session.get(Payout, payout_id, populate_existing=True)
             assert fresh is not None
