@@ -19,6 +19,7 @@ import random
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from decimal import Decimal
 from typing import Any
@@ -48,6 +49,10 @@ class Faults:
     answer_delay_ms: float = 0.0
 
     def update(self, values: dict[str, Any]) -> None:
+        """All of ``values`` or, on a bad one, none (ValueError)."""
+        _all_or_nothing(self, self._apply, values)
+
+    def _apply(self, values: dict[str, Any]) -> None:
         known = {f.name: f.type for f in fields(self)}
         for name, value in values.items():
             if name not in known:
@@ -77,8 +82,15 @@ class SimSettings:
     # Daraja asks the ValidationURL only for shortcodes with External Validation switched on
     # (on request to Safaricom); off, every payment is confirmed and no rule can refuse it.
     c2b_external_validation: bool = True
+    # A failed MoMo transaction's ``reason``: "string" as the sandbox sends it, or "object"
+    # ({"code", "message"}) as the spec and some production markets do.
+    momo_reason_form: str = "string"
 
     def update(self, values: dict[str, Any]) -> None:
+        """All of ``values`` or, on a bad one, none (ValueError)."""
+        _all_or_nothing(self, self._apply, values)
+
+    def _apply(self, values: dict[str, Any]) -> None:
         known = {f.name: f.type for f in fields(self)}
         for name, value in values.items():
             if name not in known:
@@ -96,6 +108,21 @@ class SimSettings:
                 setattr(self, name, float(value))
         if self.momo_callback_method not in {"PUT", "POST"}:
             raise ValueError("momo_callback_method must be PUT or POST")
+        if self.momo_reason_form not in {"string", "object"}:
+            raise ValueError("momo_reason_form must be string or object")
+
+
+def _all_or_nothing(
+    target: Any, apply: Callable[[dict[str, Any]], None], values: dict[str, Any]
+) -> None:
+    """Apply ``values``; a bad one restores every field (a PUT /_sim/... changes all or none)."""
+    before = {f.name: getattr(target, f.name) for f in fields(target)}
+    try:
+        apply(values)
+    except (ValueError, TypeError):
+        for name, value in before.items():
+            setattr(target, name, value)
+        raise
 
 
 @dataclass

@@ -51,6 +51,7 @@ from lipwa.simulator.momo_wire import (
     APIM_INVALID_KEY,
     BASIC_USER_INFO,
     ENVIRONMENTS,
+    MESSAGES,
     OUTCOMES,
     PRODUCTS,
     REFUND_TABLE,
@@ -322,6 +323,9 @@ class MoMo:
         user.api_key = _hex32()
         return JSONResponse({"apiKey": user.api_key}, status_code=201)
 
+    def _reason_object(self) -> bool:
+        return self.sim.settings.momo_reason_form == "object"
+
     def _host_of(self, api_user: str) -> str:
         host = self.users[api_user].callback_host
         return host if host is not None else self.sim.settings.momo_callback_host.lower()
@@ -372,7 +376,7 @@ class MoMo:
                 caller.api_user
             ):
                 return product_error(404, "RESOURCE_NOT_FOUND")
-            return JSONResponse(result_body(record))
+            return JSONResponse(result_body(record, self._reason_object()))
 
         return handler
 
@@ -442,7 +446,8 @@ class MoMo:
                 self.sim.settings.momo_callback_method
             )
             self.sim.send_callback(PROVIDER, record["operation"], key=ref,
-                                   url=record["callback_url"], body=result_body(record),
+                                   url=record["callback_url"],
+                                   body=result_body(record, self._reason_object()),
                                    method=method)
 
     def _book(self, record: dict[str, Any]) -> str | None:
@@ -554,8 +559,9 @@ class _AnyMethod:
         await response(scope, receive, send)
 
 
-def result_body(record: dict[str, Any]) -> dict[str, Any]:
-    """The status object of GET .../{ref}, also the callback body [4.2, 4.3]."""
+def result_body(record: dict[str, Any], reason_object: bool = False) -> dict[str, Any]:
+    """The status object of GET .../{ref}, also the callback body [4.2, 4.3]. ``reason_object``:
+    the spec's ``{"code", "message"}`` reason, as some production markets send it."""
     body: dict[str, Any] = {}
     if record["financial_transaction_id"]:
         body["financialTransactionId"] = record["financial_transaction_id"]
@@ -571,7 +577,10 @@ def result_body(record: dict[str, Any]) -> dict[str, Any]:
         body["payeeNote"] = record["payee_note"]
     body["status"] = record["status"]
     if record["status"] == "FAILED":
-        body["reason"] = record["reason"]  # a bare string, as the sandbox sends it [4.2]
+        code = record["reason"]
+        # A bare string, as the sandbox sends it; the spec's object in some markets [4.2].
+        message = MESSAGES.get(code, code)
+        body["reason"] = {"code": code, "message": message} if reason_object else code
     return body
 
 

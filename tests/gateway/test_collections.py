@@ -167,11 +167,18 @@ def test_momo_sandbox_payment_succeeds(merchant: Merchant, sim: Simulator) -> No
         ("46733123450", "provider_error"),
     ],
 )
+@pytest.mark.parametrize("reason_form", ["string", "object"])
 def test_momo_failures_are_normalised(
-    merchant: Merchant, sim: Simulator, msisdn: str, failure_code: str
+    merchant: Merchant, sim: Simulator, msisdn: str, failure_code: str, reason_form: str
 ) -> None:
-    created = merchant.pay(amount="5", currency="EUR", phone=f"+{msisdn}").json()
-    final = merchant.wait_final(created["id"])
+    """The sandbox sends ``reason`` as a bare string; the spec and some markets send
+    ``{"code", "message"}``: both read the same."""
+    sim.settings.update({"momo_reason_form": reason_form})
+    try:
+        created = merchant.pay(amount="5", currency="EUR", phone=f"+{msisdn}").json()
+        final = merchant.wait_final(created["id"])
+    finally:
+        sim.settings.update({"momo_reason_form": "string"})
     assert final["status"] == "failed"
     assert final["failure_code"] == failure_code
 

@@ -314,6 +314,19 @@ async def test_overrides_win_over_table(momo: MoMoKit) -> None:
             "not_enough_funds", "internal_processing_error", "no_callback"} <= momo.momo.outcomes()
 
 
+async def test_a_failure_reason_in_the_specs_object_form(momo: MoMoKit) -> None:
+    momo.sim.settings.update({"momo_reason_form": "object"})
+    ref, _ = await momo.create("requesttopay", magic(51))
+    done = await momo.settled("requesttopay", ref)
+    assert done["status"] == "FAILED"
+    assert done["reason"]["code"] == "APPROVAL_REJECTED" and done["reason"]["message"]
+    with pytest.raises(ValueError, match="string or object"):
+        momo.sim.settings.update({"prompt_seconds": 9, "momo_reason_form": "xml"})
+    # A refused update changes nothing at all.
+    assert momo.sim.settings.momo_reason_form == "object"
+    assert momo.sim.settings.prompt_seconds != 9
+
+
 async def test_transaction_record(momo: MoMoKit) -> None:
     ref, _ = await momo.create("transfer", "250781234567", amount="2500", currency="RWF",
                                env="mtnrwanda")
