@@ -374,7 +374,20 @@ def report_revenue(
 
 
 def main() -> None:
-    app()
+    """The ``lipwa`` command. A database it cannot reach is one clear line and exit code 1,
+    not a traceback (the URL is not printed: it may hold a password)."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        app()
+    except (DBAPIError, ConnectionError, TimeoutError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+        console.print(
+            f"[red]Cannot reach the database (LIPWA_DATABASE_URL):[/red] {type(exc).__name__}: "
+            f"{reason}",
+            soft_wrap=True,
+        )
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
