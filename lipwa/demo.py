@@ -164,6 +164,11 @@ def run_demo(
         )
         if exit_after_payment:
             return {"payment": payment, **demo}
+        console.print(
+            f"\nDashboard: {gateway}/signin with the admin token LIPWA_ADMIN_TOKEN from "
+            f"{data_dir / 'demo.env'} (the demo's database: {data_dir / 'demo.db'})",
+            soft_wrap=True,
+        )
         console.print("\nPress Ctrl-C to stop.")
         try:
             while True:

@@ -79,6 +79,18 @@ class _MaskingFilter(logging.Filter):
         return True
 
 
+def _stdlib_fields(
+    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A stdlib record's logger name and (already masked) traceback, as JSON fields."""
+    record = event_dict.get("_record")
+    if record is not None:
+        event_dict["logger"] = record.name
+        if record.exc_text:
+            event_dict["exception"] = record.exc_text
+    return event_dict
+
+
 def configure_logging(
     level: str = "INFO", json_output: bool = True, stream: TextIO | None = None
 ) -> None:
@@ -109,7 +121,20 @@ def configure_logging(
     handler = logging.StreamHandler(stream)
     handler._lipwa = True  # type: ignore[attr-defined]
     handler.addFilter(_MaskingFilter())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    if json_output:  # library records (uvicorn, alembic, sqlalchemy) as JSON lines too
+        handler.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                foreign_pre_chain=[
+                    structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="iso", utc=True),
+                    _stdlib_fields,
+                    redact,
+                ],
+                processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root.addHandler(handler)
     root.setLevel(level.upper())
     # httpx logs every request URL at INFO; keep it at WARNING.

@@ -100,6 +100,22 @@ def test_stdlib_records_are_masked(stream: io.StringIO) -> None:
     assert "AbCdEfGhIjKlMnOp" not in text and "254712345149" not in text
 
 
+def test_library_records_are_json_lines_like_lipwas_own(stream: io.StringIO) -> None:
+    """A log shipper reads one format: uvicorn's and alembic's lines are JSON objects too."""
+    logging.getLogger("uvicorn.error").info("Started server process [%d]", 42)
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        logging.getLogger("asyncio").exception("Task exception was never retrieved")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    started, failed = lines
+    assert (started["event"], started["level"], started["logger"]) == (
+        "Started server process [42]", "info", "uvicorn.error",
+    )  # fmt: skip
+    assert started["timestamp"].endswith("Z")
+    assert failed["level"] == "error" and "ValueError: bad" in failed["exception"]
+
+
 def test_stdlib_tracebacks_are_masked_like_messages(stream: io.StringIO) -> None:
     key = "lw_live_" + "Zx9" * 10
     try:
