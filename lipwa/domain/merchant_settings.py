@@ -55,6 +55,14 @@ def _check_thresholds(thresholds: object) -> None:
             param,
         )
     for currency, raw in thresholds.items():
+        if not any(c == currency for _, c in DEFAULT_RULES):
+            # "kes" or "KSH" would never match a payout's currency: approval silently off.
+            raise DomainError(
+                "invalid_approval_threshold",
+                f"{param} is keyed by currency code in capitals, such as KES; no provider "
+                f"takes {currency!r}.",
+                f"{param}.{currency}",
+            )
         try:
             value = Decimal(str(raw)) if isinstance(raw, str | int) else None
         except InvalidOperation:

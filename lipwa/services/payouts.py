@@ -93,7 +93,12 @@ def approval_threshold(settings: dict[str, Any], currency: str) -> Decimal | Non
     if thresholds is None:
         return None
     raw = thresholds.get(currency) if isinstance(thresholds, dict) else ""
-    if raw is None:
+    if raw is None and isinstance(thresholds, dict):
+        # A key that is no currency code ("kes", stored before keys were checked) may have
+        # been meant for this one: hold rather than guess it away.
+        if any(key.strip().upper() == currency and key != currency for key in thresholds):
+            log.warning("payout_approval_threshold_unreadable", currency=currency)
+            return Decimal(0)
         return None
     try:
         threshold = Decimal(str(raw))

@@ -63,6 +63,15 @@ def test_usable_settings_pass() -> None:
             "invalid_approval_threshold",
             "payout_approval_threshold.KES",
         ),
+        # A key no payout's currency can match would switch approval off unseen.
+        *(
+            (
+                {"payout_approval_threshold": {key: "50000"}},
+                "invalid_approval_threshold",
+                f"payout_approval_threshold.{key}",
+            )
+            for key in ("kes", "KSH", " KES")
+        ),
     ],
 )
 def test_unusable_settings_are_refused_with_the_setting_named(

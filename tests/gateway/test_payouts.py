@@ -850,6 +850,8 @@ def test_a_forged_momo_transfer_result_is_not_believed(
         ({"KES": "NaN"}, Decimal(0)),
         ({"KES": "-5"}, Decimal(0)),
         ("50000", Decimal(0)),
+        ({"kes": "50000"}, Decimal(0)),  # stored before keys were checked
+        ({" KES": "50000"}, Decimal(0)),
     ],
 )
 def test_an_unreadable_approval_threshold_holds_every_payout(
