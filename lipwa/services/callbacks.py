@@ -30,13 +30,13 @@ from lipwa.providers.mpesa.client import parse_stk_callback
 from lipwa.services import anomalies
 from lipwa.services.callback_confirm import ProviderConfirmer
 from lipwa.services.transitions import OPEN_STATUSES, Change, apply
+from lipwa.services.unconfirmed import note_unconfirmed
 from lipwa.store.tables import InboundCallback, Payment, ProviderAccount
 
 log = structlog.get_logger("lipwa.callbacks")
 
 KEPT_HEADERS = ("content-type", "user-agent", "x-forwarded-for", "content-length")
 FINAL_REPORTS = (ReportState.SUCCEEDED, ReportState.FAILED)
-UNCONFIRMED_FOR = timedelta(hours=24)  # then a callback MTN cannot be asked about is given up
 
 
 def change_from_report(report: ProviderReport, source: str) -> Change | None:
@@ -124,7 +124,7 @@ class CallbackService:
                 account, reference_id = to_confirm
                 confirmed = await self._confirmer.momo_status(account, "momo", reference_id)
                 if confirmed is None:
-                    return await self._unconfirmed(callback_id)
+                    return await note_unconfirmed(self._sessions, callback_id)
         async with self._sessions() as session, session.begin():
             row: InboundCallback | None
             if stored is not None and stored.processed_at is None:
@@ -140,24 +140,6 @@ class CallbackService:
             row.processed_at = utcnow()
         log.info("callback_processed", callback_id=callback_id, kind=row.kind, outcome=outcome)
         return outcome
-
-    async def _unconfirmed(self, callback_id: int) -> str:
-        """MTN could not be asked: the row stays for the sweep, marked so that rows never tried
-        go first (a merchant's broken key cannot starve everyone's callbacks), and is given up
-        after ``UNCONFIRMED_FOR`` (its payment is settled by its own checks or a refresh)."""
-        now = utcnow()
-        async with self._sessions() as session, session.begin():
-            row = await session.get(InboundCallback, callback_id)
-            if row is None or row.processed_at is not None:
-                return "unconfirmed"
-            row.outcome = "unconfirmed"
-            if now - row.received_at >= UNCONFIRMED_FOR:
-                row.detail = "MTN could not be asked about it for 24 h; given up"
-                row.processed_at = now
-                log.warning("callback_given_up", callback_id=callback_id)
-            else:
-                row.detail = "MTN could not be asked yet; the sweep asks again"
-        return "unconfirmed"
 
     async def _to_confirm(
         self, callback_id: int, token: str, stored: InboundCallback | None

@@ -43,6 +43,7 @@ from lipwa.services.money_states import (
     transition,
 )
 from lipwa.services.money_views import payout_view, refund_view
+from lipwa.services.unconfirmed import UNTRIED_FIRST, note_unconfirmed
 from lipwa.store.tables import InboundCallback, Payout, ProviderAccount, Refund
 
 log = structlog.get_logger("lipwa.money_callbacks")
@@ -77,7 +78,7 @@ class MoneyCallbacks:
             if to_confirm is not None:
                 confirmed = await self._confirmer.momo_status(*to_confirm)
                 if confirmed is None:
-                    return "unconfirmed"  # still unprocessed: the sweep asks again
+                    return await note_unconfirmed(self._sessions, callback_id)
         async with self._sessions() as session, session.begin():
             row = await session.get(InboundCallback, callback_id)
             if row is None:
@@ -301,7 +302,7 @@ class MoneyCallbacks:
                     InboundCallback.kind.in_(KINDS),
                     InboundCallback.received_at < cutoff,
                 )
-                .order_by(InboundCallback.id)
+                .order_by(*UNTRIED_FIRST)
                 .limit(limit)
             )
             return list(rows)

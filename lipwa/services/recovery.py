@@ -41,6 +41,7 @@ from lipwa.services.recovery_rules import (
     judge,
 )
 from lipwa.services.transitions import OPEN_STATUSES, Change, apply
+from lipwa.services.unconfirmed import UNTRIED_FIRST
 from lipwa.store.tables import InboundCallback, Payment, ProviderAccount
 
 log = structlog.get_logger("lipwa.recovery")
@@ -301,8 +302,7 @@ class RecoveryService:
                         InboundCallback.kind.in_(CALLBACK_KINDS),  # others have their own sweep
                         InboundCallback.received_at < cutoff,
                     )
-                    # Rows never tried first: ones MTN could not be asked about wait behind.
-                    .order_by(InboundCallback.outcome.is_not(None), InboundCallback.id)
+                    .order_by(*UNTRIED_FIRST)
                     .limit(limit)
                 )
             )

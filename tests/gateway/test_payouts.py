@@ -31,6 +31,7 @@ from lipwa.providers.mpesa.credentials import MpesaCredentials
 from lipwa.providers.tokens import TokenCache
 from lipwa.services.idempotency import request_hash
 from lipwa.services.payouts import PayoutIn, approval_threshold
+from lipwa.simulator.core import Simulator
 from lipwa.simulator.testing import free_port
 from lipwa.store.db import make_engine, make_sessionmaker
 from lipwa.store.tables import IdempotencyKey, Payout
@@ -264,6 +265,26 @@ def test_lost_momo_callback_recovered_by_get(
     done = final(merchant, created["id"], timeout=30)
     assert (done["status"], done["resolved_by"]) == ("succeeded", "query")
     assert transfers_sent(sim_url, created["provider_request_id"]) == 1
+
+
+def test_a_transfer_callback_mtn_cannot_confirm_now_is_marked_tried_and_applied_later(
+    merchant_factory: Callable[..., Merchant], sim: Simulator, sim_url: str, database_url: str
+) -> None:
+    """Kept for the sweep behind callbacks never tried (a broken key cannot starve the rest),
+    then applied once MTN answers again."""
+    merchant = merchant_factory(momo_currency="RWF")
+    sim.settings.prompt_seconds = 1.0  # the result comes back after the faults are on
+    created = payout(merchant, amount="5000", currency="RWF", phone=MOMO_PHONE)
+    set_faults(sim_url, error_pct=100)
+
+    def rows() -> list[dict[str, Any]]:
+        return db_rows(database_url, "SELECT outcome, processed_at FROM inbound_callbacks "
+                       "WHERE payment_id = :id", id=created["id"])  # fmt: skip
+
+    wait_for(lambda: rows() == [{"outcome": "unconfirmed", "processed_at": None}], 10, "tried")
+    set_faults(sim_url, error_pct=0)
+    assert final(merchant, created["id"], timeout=30)["status"] == "succeeded"
+    wait_for(lambda: rows()[0]["processed_at"] is not None, 20, "the sweep")
 
 
 # ----- approval --------------------------------------------------------------------------------
