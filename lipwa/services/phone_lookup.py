@@ -6,14 +6,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from lipwa.domain.errors import DomainError
-from lipwa.domain.phones import Network, normalise_phone, provider_for_network
+from lipwa.domain.phones import SANDBOX_COUNTRY, Network, normalise_phone, provider_for_network
 from lipwa.errors import invalid
 from lipwa.services.accounts import Caller
+from lipwa.services.collect import COUNTRY_FOR_CURRENCY
 from lipwa.store.tables import ProviderAccount
+
+# The currency an account must take to charge a number of this country (MoMo's sandbox: EUR).
+CURRENCY_FOR_COUNTRY = {
+    **{country: currency for currency, country in COUNTRY_FOR_CURRENCY.items()},
+    SANDBOX_COUNTRY: "EUR",
+}
 
 
 class PhoneLookupIn(BaseModel):
@@ -49,6 +56,15 @@ async def lookup_phone(
                 ProviderAccount.provider == provider,
                 ProviderAccount.environment == caller.environment,
                 ProviderAccount.status == "active",
+                # Its market's account only: a MoMo Uganda account cannot charge, nor ask
+                # about, a Rwandan wallet. (MTN's sandbox takes EUR for any number.)
+                or_(
+                    ProviderAccount.currency == CURRENCY_FOR_COUNTRY.get(phone.country, ""),
+                    and_(
+                        ProviderAccount.environment == "sandbox",
+                        ProviderAccount.currency == "EUR",
+                    ),
+                ),
             )
             .order_by(ProviderAccount.created_at)
         )

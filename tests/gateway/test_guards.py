@@ -784,6 +784,18 @@ def test_phone_lookup(merchant: Merchant, gateway: Gateway, tmp_path: Path) -> N
         assert paid.status_code == 201, paid.text
 
 
+def test_phone_lookup_offers_only_the_account_of_the_numbers_market(
+    merchant_factory: Callable[..., Merchant],
+) -> None:
+    """A MoMo Uganda account cannot charge a Rwandan wallet (nor ask MTN Uganda about it)."""
+    uganda = merchant_factory(momo_currency="UGX")
+    with uganda.client() as c:
+        home = c.post("/v1/phone-lookup", json={"phone": "+256772123456"}).json()
+        abroad = c.post("/v1/phone-lookup", json={"phone": "+250788123456"}).json()
+    assert home["accounts"] == [uganda.accounts["momo"]["id"]] and home["supported"]
+    assert (abroad["provider"], abroad["accounts"], abroad["supported"]) == ("momo", [], False)
+
+
 # ----- audit of admin actions -------------------------------------------------------------------
 def test_admin_actions_are_audited_without_secrets(merchant: Merchant, gateway: Gateway) -> None:
     with gateway.admin() as admin:
