@@ -43,6 +43,7 @@ from tests.gateway.conftest import (
     events_for,
 )
 from tests.gateway.test_guards import flag_off
+from tests.gateway.test_reconciliation import cli_env
 
 MOMO_PHONE = "+250788123456"  # MTN Rwanda; the simulator settles it as paid
 FINAL = {"succeeded", "failed"}
@@ -596,16 +597,8 @@ def test_recover_cli_exits_1_and_names_the_checks_that_could_not_run(
         raise ConnectionResetError("database went away")
 
     monkeypatch.setattr(RecoveryService, "check", broken)
-    settings = gateway.settings
-    assert settings.encryption_keys is not None
-    env = {
-        "LIPWA_DATABASE_URL": settings.database_url,
-        "LIPWA_ENCRYPTION_KEYS": settings.encryption_keys.get_secret_value(),
-        "LIPWA_PUBLIC_URL": settings.public_url,
-        "LIPWA_LOG_JSON": "false",
-    }
     result = CliRunner().invoke(
-        cli_app, ["recover", "--merchant", merchant.id, "--since", since], env=env
+        cli_app, ["recover", "--merchant", merchant.id, "--since", since], env=cli_env(gateway)
     )
     assert result.exit_code == 1, result.output
     assert "1 check(s) failed" in result.output and stuck in result.output
