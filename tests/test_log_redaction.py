@@ -100,8 +100,15 @@ def test_stdlib_records_are_masked(stream: io.StringIO) -> None:
     assert "AbCdEfGhIjKlMnOp" not in text and "254712345149" not in text
 
 
-def test_library_records_are_json_lines_like_lipwas_own(stream: io.StringIO) -> None:
+def test_library_records_are_json_lines_like_lipwas_own(
+    stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A log shipper reads one format: uvicorn's and alembic's lines are JSON objects too."""
+    # As `lipwa serve` leaves them (log_config=None): uvicorn's records reach the root handler.
+    for name in ("uvicorn", "uvicorn.error"):
+        monkeypatch.setattr(logging.getLogger(name), "propagate", True)
+        monkeypatch.setattr(logging.getLogger(name), "handlers", [])
+    monkeypatch.setattr(logging.getLogger("uvicorn.error"), "level", logging.INFO)
     logging.getLogger("uvicorn.error").info("Started server process [%d]", 42)
     try:
         raise ValueError("bad")

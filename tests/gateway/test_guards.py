@@ -719,7 +719,10 @@ def test_mode_is_checked_at_start_up_and_per_request(
         sandbox_only = Settings(**{**base.model_dump(), "mode": "sandbox"})
         with pytest.raises(ConfigurationError, match=r"1 active live API key"):
             check_startup(sandbox_only)
-        server = uvicorn.Server(uvicorn.Config(create_app(sandbox_only), port=free_port()))
+        # Started as `lipwa serve` starts it: uvicorn's default log config would unhook its loggers
+        # from the masked root handler for every later test.
+        config = uvicorn.Config(create_app(sandbox_only), port=free_port(), log_config=None)
+        server = uvicorn.Server(config)
         with pytest.raises(SystemExit):  # the server refuses to start too
             asyncio.run(server.serve())
         problem = mode_problem(sandbox_only)  # what `lipwa serve` prints before exiting
