@@ -153,7 +153,13 @@ _MPESA_B2C: Final[tuple[_Row, ...]] = (
         "The recipient's M-Pesa account would exceed its maximum balance.",
     ),
     ("11", FAILED, "not_allowed", "The debit party is in an invalid state."),
-    ("15", FAILED, "duplicate_transaction", "M-Pesa detected a duplicate request."),
+    (
+        "15",
+        FAILED,
+        "duplicate_transaction",
+        "M-Pesa saw a repeat of an earlier request. A payout or refund answered so is not "
+        "failed: Lipwa checks what became of the first request.",
+    ),
     ("17", FAILED, "provider_error", "M-Pesa reported an internal failure."),
     (
         "18",

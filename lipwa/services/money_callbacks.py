@@ -153,10 +153,16 @@ class MoneyCallbacks:
         if row.kind in MOMO_KINDS:
             return await self._momo(session, model, target, payload, confirmed)
         if row.kind in ("b2c-timeout", "reversal-timeout"):
-            return await self._queue_timeout(session, model, target, payload)
+            envelope = results.parse_result(payload)
+            code = envelope.code if envelope else None
+            return await self._check_soon(session, model, target, code, "queue timeout")
         envelope = results.parse_result(payload)
         if envelope is None:
             return "invalid", "body is not a Daraja Result envelope"
+        if envelope.code == results.DUPLICATE_DETECTED_CODE and row.kind in ("b2c", "reversal"):
+            # The answer to a repeat, not to the request: the first one may have moved the
+            # money, so only a status check can say; failing it could make a merchant pay twice.
+            return await self._check_soon(session, model, target, envelope.code, "duplicate")
         if row.kind == "status":
             assert isinstance(target, Payout)
             return await self._status(session, target, envelope)
@@ -199,26 +205,28 @@ class MoneyCallbacks:
             report = confirmed  # what MTN says, not what the callback claimed
         return await self._report(session, model, target, report, "callback")
 
-    async def _queue_timeout(
-        self, session: AsyncSession, model: MoneyModel, target: MoneyRow, payload: Any
+    async def _check_soon(
+        self,
+        session: AsyncSession,
+        model: MoneyModel,
+        target: MoneyRow,
+        code: str | None,
+        why: str,
     ) -> Applied:
-        """The request timed out in Daraja's queue: unknown, and checked again at once. Once
-        recovery has checked it (a refund's re-check is itself a reversal, with this same
-        timeout URL), its back-off stands: a re-check's own timeout must not set off the next
-        re-check a second later, again and again, while Daraja is shedding load."""
-        envelope = results.parse_result(payload)
+        """A notice that says nothing final (the request timed out in Daraja's queue, or was
+        seen as a duplicate): unknown, and checked again at once. Once recovery has checked it
+        (a refund's re-check is itself a reversal, with these same URLs), its back-off stands:
+        a re-check's own notice must not set off the next re-check a second later, again and
+        again, while Daraja is shedding load."""
         first = target.check_attempts == 0
         at = utcnow() + SOON if first else target.next_check_at
         change = MoneyChange(
-            PaymentStatus.UNKNOWN,
-            source="callback",
-            provider_code=envelope.code if envelope else None,
-            next_check_at=at,
+            PaymentStatus.UNKNOWN, source="callback", provider_code=code, next_check_at=at
         )
         decision = await transition(session, model, target.id, change, _view(model))
         if first and target.status in OPEN_STATUSES:
             await set_fields(session, model, target.id, next_check_at=at)
-        return decision.value, "queue timeout: to be checked"
+        return decision.value, f"{why}: to be checked"
 
     async def _status(
         self, session: AsyncSession, payout: Payout, envelope: results.ResultEnvelope

@@ -58,6 +58,7 @@ from lipwa.simulator.daraja_wire import (
     C2B_SHORTCODE,
     CONSUMER_KEY,
     CONSUMER_SECRET,
+    DUPLICATE_DETECTED,
     INITIATOR_NAME,
     INITIATOR_PASSWORD,
     INTERNAL,
@@ -227,7 +228,11 @@ class Daraja:
         }
 
     def outcomes(self) -> set[str]:
-        return set(STK_RESULTS) | set(B2C_RESULTS) | {NO_CALLBACK, PENDING_FOREVER, QUEUE_TIMEOUT}
+        return (
+            set(STK_RESULTS)
+            | set(B2C_RESULTS)
+            | {NO_CALLBACK, PENDING_FOREVER, QUEUE_TIMEOUT, DUPLICATE_DETECTED}
+        )
 
     def routes(self) -> list[BaseRoute]:
         s = self.secured

@@ -21,6 +21,9 @@ Simulator choices where Daraja's behaviour is unconfirmed:
   amount is a partial reversal (the receipt is then closed for further reversals). A B2C
   receipt → 2028 (B2C cannot be reversed, §2.5). ReceiverParty that did not receive the
   original → R000002. ``RecieverIdentifierType`` (Daraja's spelling) is required.
+- Override ``duplicate_detected``: the request executes as usual, but the ResultURL callback is
+  ResultCode 15 "Duplicate detected" with a placeholder TransactionID, as the answer to a
+  repeat would be; Transaction Status reports what really happened.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from starlette.responses import JSONResponse, Response
 
 from lipwa.simulator.daraja_wire import (
     B2C_SHORTCODE,
+    DUPLICATE_DETECTED,
     DUPLICATE_OCID,
     INITIATOR_NAME,
     INITIATOR_PASSWORD,
@@ -62,6 +66,7 @@ SUCCESS_DESC = "The service request is processed successfully."
 INVALID_INITIATOR = (2001, "The initiator information is invalid.")
 NOT_PERMITTED = (21, "The initiator is not allowed to initiate this request.")
 ORIGINAL_INVALID = ("R000002", "The OriginalTransactionID is invalid.")
+DUPLICATE_RESULT = (15, "Duplicate detected")
 # Override name -> (ResultCode, ResultDesc) for B2C.
 B2C_RESULTS: dict[str, tuple[int, str]] = {
     "success": (0, SUCCESS_DESC),
@@ -235,6 +240,10 @@ class SecuredApis:
         )
         if override == NO_CALLBACK:
             return
+        if override == DUPLICATE_DETECTED:
+            body = self._envelope(
+                record, DUPLICATE_RESULT[0], DUPLICATE_RESULT[1], self._placeholder_id()
+            )
         self.d.sim.send_callback(
             "mpesa", f"{record['type']}_result", record["key"], record["result_url"], body
         )

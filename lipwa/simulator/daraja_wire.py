@@ -71,6 +71,9 @@ BUY_GOODS_ONLINE = "CustomerBuyGoodsOnline"
 NO_CALLBACK = "no_callback"  # the result is final (query/status see it) but never called back
 PENDING_FOREVER = "pending_forever"  # never resolves; STK query keeps saying "being processed"
 QUEUE_TIMEOUT = "queue_timeout"  # secured APIs: a notice to QueueTimeOutURL, nothing executed
+# Secured APIs: the request executes (a B2C pays), but its ResultURL callback reports the
+# repeat M-Pesa saw (ResultCode 15 "Duplicate detected"); Transaction Status tells the truth.
+DUPLICATE_DETECTED = "duplicate_detected"
 
 
 # ----- errors ------------------------------------------------------------------------------

@@ -210,6 +210,31 @@ def test_queue_timeout_goes_unknown_then_resolves_by_query(
     assert b2c_sent(sim_url, created["provider_request_id"]) == 1
 
 
+def test_a_duplicate_detected_result_is_checked_not_failed(
+    merchant: Merchant, sim_url: str
+) -> None:
+    """ResultCode 15 answers a repeat M-Pesa saw, not the payout: the money may have moved, so
+    the payout is checked (and found paid) instead of failed, which could make it paid twice."""
+    scenario(sim_url, "mpesa", "duplicate_detected", phone="254708374149")
+    created = payout(merchant, amount="160", currency="KES", phone=MPESA_PHONE)
+    wait_for(
+        lambda: any(
+            c["body"]["Result"]["ResultCode"] == 15 for c in sim_callbacks(sim_url, "b2c_result")
+        ),
+        10,
+        "the duplicate-detected result",
+    )
+    done = final(merchant, created["id"], timeout=30)
+    assert (done["status"], done["resolved_by"]) == ("succeeded", "query")
+    assert done["receipt"]
+    assert events_of(merchant, created["id"]) == [
+        "payout.created",
+        "payout.succeeded",
+        "payout.unknown",
+    ]
+    assert b2c_sent(sim_url, created["provider_request_id"]) == 1
+
+
 def test_duplicate_originator_conversation_id_is_never_a_second_payout(
     merchant: Merchant, sim_url: str, database_url: str
 ) -> None:

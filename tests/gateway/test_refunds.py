@@ -215,6 +215,30 @@ def test_a_failed_confirming_repeat_never_fails_a_reversed_refund(
     assert "refund.failed" not in events_of(merchant, first["id"])
 
 
+def test_a_duplicate_detected_reversal_result_is_checked_not_failed(
+    merchant: Merchant, sim_url: str
+) -> None:
+    """ResultCode 15 answers a repeat, not the reversal: the refund is checked (and found
+    reversed) instead of failed while the payer may already have their money back."""
+    payment = paid_payment(merchant, "KES", MPESA_PHONE, "100")
+    receipt = payment["receipt"]
+    scenario(sim_url, "mpesa", "duplicate_detected", reference=receipt)
+    first = created(refund(merchant, payment["id"]))
+    wait_for(
+        lambda: any(
+            c["body"]["Result"]["ResultCode"] == 15
+            for c in sim_callbacks(sim_url, "reversal_result")
+        ),
+        10,
+        "the duplicate-detected result",
+    )
+    scenario(sim_url, "mpesa", None, reference=receipt)
+    done = final(merchant, first["id"], timeout=30)
+    assert (done["status"], done["provider_code"]) == ("succeeded", "R000001")
+    assert "refund.failed" not in events_of(merchant, first["id"])
+    assert _reversed_at_sim(sim_url, receipt)
+
+
 def test_a_recheck_timing_out_in_the_queue_keeps_its_back_off(
     merchant: Merchant, sim_url: str, database_url: str
 ) -> None:

@@ -19,6 +19,7 @@ from lipwa.providers.mpesa.callbacks import _decimal, _is_code, _phone, _text, r
 
 NOT_FOUND_CODE = "R000002"  # "The OriginalTransactionID is invalid": no such transaction
 ALREADY_REVERSED_CODE = "R000001"
+DUPLICATE_DETECTED_CODE = "15"  # the answer to a repeat: says nothing of the first request
 FAILED_STATUSES = {
     "declined": "rejected_by_provider",
     "cancelled": "rejected_by_provider",
