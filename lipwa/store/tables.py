@@ -55,6 +55,23 @@ class UTCDateTime(TypeDecorator[datetime]):
 Time = UTCDateTime()
 
 
+class ProviderText(TypeDecorator[str]):
+    """A column whose text a provider chooses the length of (a ResultDesc, a receipt, a
+    reference): cut to the column's length on the way in. PostgreSQL refuses a longer value,
+    and that refusal would stop the write that settles the payment, again at every retry
+    (SQLite ignores lengths, so only PostgreSQL showed it)."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, length: int) -> None:
+        super().__init__(length)
+        self.max_length = length
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return value[: self.max_length] if isinstance(value, str) else value
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map: ClassVar[dict[Any, Any]] = {
@@ -139,14 +156,14 @@ class Payment(Base):
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     # Write-ahead: our request id is stored before the call (MoMo X-Reference-Id).
     provider_request_id: Mapped[str] = mapped_column(String(64))
-    provider_ref: Mapped[str | None] = mapped_column(String(100))  # CheckoutRequestID, ...
-    provider_secondary_ref: Mapped[str | None] = mapped_column(String(100))
+    provider_ref: Mapped[str | None] = mapped_column(ProviderText(100))  # CheckoutRequestID, ...
+    provider_secondary_ref: Mapped[str | None] = mapped_column(ProviderText(100))
     # not_sent | sent | rejected | ambiguous: what we know of the provider call itself.
     send_state: Mapped[str] = mapped_column(String(16), default="not_sent")
-    receipt: Mapped[str | None] = mapped_column(String(64))
+    receipt: Mapped[str | None] = mapped_column(ProviderText(64))
     failure_code: Mapped[str | None] = mapped_column(String(40))
-    failure_message: Mapped[str | None] = mapped_column(String(300))
-    provider_code: Mapped[str | None] = mapped_column(String(40))
+    failure_message: Mapped[str | None] = mapped_column(ProviderText(300))
+    provider_code: Mapped[str | None] = mapped_column(ProviderText(40))
     resolved_by: Mapped[str | None] = mapped_column(String(16))  # callback | query | expiry
     next_check_at: Mapped[datetime | None]
     check_attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -185,7 +202,7 @@ class InboundCallback(Base):
     payment_id: Mapped[str | None] = mapped_column(String(40), index=True)
     kind: Mapped[str] = mapped_column(String(32))
     method: Mapped[str] = mapped_column(String(8))
-    path: Mapped[str] = mapped_column(String(500))
+    path: Mapped[str] = mapped_column(ProviderText(500))
     headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
     body: Mapped[str] = mapped_column(Text)
     remote_addr: Mapped[str | None] = mapped_column(String(64))
@@ -332,13 +349,13 @@ class Payout(Base):
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     # OriginatorConversationID (M-Pesa) or X-Reference-Id (MoMo), stored before the call.
     provider_request_id: Mapped[str] = mapped_column(String(64))
-    provider_ref: Mapped[str | None] = mapped_column(String(100))  # ConversationID, ...
+    provider_ref: Mapped[str | None] = mapped_column(ProviderText(100))  # ConversationID, ...
     send_state: Mapped[str] = mapped_column(String(16), default="not_sent")
-    receipt: Mapped[str | None] = mapped_column(String(64))
-    recipient_name: Mapped[str | None] = mapped_column(String(200))
+    receipt: Mapped[str | None] = mapped_column(ProviderText(64))
+    recipient_name: Mapped[str | None] = mapped_column(ProviderText(200))
     failure_code: Mapped[str | None] = mapped_column(String(40))
-    failure_message: Mapped[str | None] = mapped_column(String(300))
-    provider_code: Mapped[str | None] = mapped_column(String(40))
+    failure_message: Mapped[str | None] = mapped_column(ProviderText(300))
+    provider_code: Mapped[str | None] = mapped_column(ProviderText(40))
     resolved_by: Mapped[str | None] = mapped_column(String(16))
     requested_by: Mapped[str] = mapped_column(String(40))  # API key id or "admin"
     approval_required: Mapped[bool] = mapped_column(default=False)
@@ -371,12 +388,12 @@ class Refund(Base):
     reason: Mapped[str] = mapped_column(String(100), default="")
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     provider_request_id: Mapped[str] = mapped_column(String(64))
-    provider_ref: Mapped[str | None] = mapped_column(String(100))
+    provider_ref: Mapped[str | None] = mapped_column(ProviderText(100))
     send_state: Mapped[str] = mapped_column(String(16), default="not_sent")
-    receipt: Mapped[str | None] = mapped_column(String(64))
+    receipt: Mapped[str | None] = mapped_column(ProviderText(64))
     failure_code: Mapped[str | None] = mapped_column(String(40))
-    failure_message: Mapped[str | None] = mapped_column(String(300))
-    provider_code: Mapped[str | None] = mapped_column(String(40))
+    failure_message: Mapped[str | None] = mapped_column(ProviderText(300))
+    provider_code: Mapped[str | None] = mapped_column(ProviderText(40))
     resolved_by: Mapped[str | None] = mapped_column(String(16))
     next_check_at: Mapped[datetime | None]
     check_attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -396,7 +413,7 @@ class BalanceSnapshot(Base):
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("provider_accounts.id"), index=True)
     status: Mapped[str] = mapped_column(String(16))  # requested | received | failed
-    provider_ref: Mapped[str | None] = mapped_column(String(100), index=True)
+    provider_ref: Mapped[str | None] = mapped_column(ProviderText(100), index=True)
     balances: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(String(300))
     requested_at: Mapped[datetime]
@@ -426,7 +443,7 @@ class ReconciliationItem(Base):
     # out_of_range | ignored (see lipwa.reconcile)
     kind: Mapped[str] = mapped_column(String(32))
     payment_id: Mapped[str | None] = mapped_column(String(40), index=True)
-    receipt: Mapped[str | None] = mapped_column(String(64))
+    receipt: Mapped[str | None] = mapped_column(ProviderText(64))
     amount: Mapped[Decimal | None]
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
 

@@ -156,11 +156,41 @@ def test_final_state_never_changes_contradiction_is_an_anomaly(
     assert anomaly["detail"]["current_status"] == "succeeded"
     assert anomaly["detail"]["reported_status"] == "failed"
     shown = CliRunner().invoke(
-        cli_app, ["anomalies", "list", "--merchant", merchant.id, "--json"],
+        cli_app,
+        ["anomalies", "list", "--merchant", merchant.id, "--json"],
         env=cli_env(merchant.gateway),
     )
     assert shown.exit_code == 0, shown.output
     assert [a["subject_id"] for a in json.loads(shown.output)] == [payment["id"]]
+
+
+def test_a_provider_text_longer_than_its_column_still_settles_the_payment(
+    merchant: Merchant, sim_url: str, database_url: str
+) -> None:
+    """Daraja chooses the length of ResultDesc: PostgreSQL refused one over the column's
+    length, so the callback (and every retry, and the status query) could never settle it."""
+    httpx.put(
+        f"{sim_url}/_sim/scenario",
+        json={"provider": "mpesa", "phone": "254708374149", "outcome": "pending_forever"},
+    ).raise_for_status()
+    payment = merchant.pay(amount="10", currency="KES", phone="0708374149").json()
+    wait_for_sent = time.monotonic() + 10
+    while checkout_id_of(database_url, payment["id"]) in ("None", ""):
+        assert time.monotonic() < wait_for_sent, "the push was never sent"
+        time.sleep(0.1)
+    body = stk_callback(checkout_id_of(database_url, payment["id"]), 1032)
+    body["Body"]["stkCallback"]["ResultDesc"] = "Request cancelled by user. " * 40
+    url = f"{merchant.accounts['mpesa']['callback_url']}/stk/{payment['id']}"
+    assert httpx.post(url, json=body).status_code == 200
+    done = merchant.wait_final(payment["id"])
+    assert (done["status"], done["failure_code"]) == ("failed", "payer_declined")
+    assert done["failure_message"].startswith("Request cancelled by user.")
+    assert len(done["failure_message"]) == 300
+    [stored] = db_rows(
+        database_url, "SELECT outcome FROM inbound_callbacks WHERE payment_id = :id",
+        id=payment["id"],
+    )  # fmt: skip
+    assert stored["outcome"] == "applied"
 
 
 def test_callback_is_stored_raw_before_it_is_applied(merchant: Merchant, database_url: str) -> None:
