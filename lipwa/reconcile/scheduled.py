@@ -11,10 +11,12 @@ finds:
 2. the simulator, for sandbox accounts whose base URL is not the provider's real host:
    ``GET <base_url>/_sim/statements/mpesa.csv?shortcode=…`` or ``momo.csv?product=collection``.
 
-Otherwise it waits and looks again next round. The run id is derived from (account, day), so
-several workers never reconcile the same day twice (the second insert fails and is skipped);
-a file that cannot be parsed gives a ``failed`` run naming the line (fix the file, then run
-``lipwa reconcile`` by hand).
+Otherwise it waits and looks again next round. A drop-folder file of one of the
+``LATE_FILE_DAYS`` days before is reconciled too when that day has no run yet (the export was
+downloaded late); the simulator serves the day just finished only. The run id is derived
+from (account, day), so several workers never reconcile the same day twice (the second
+insert fails and is skipped); a file that cannot be parsed gives a ``failed`` run naming
+the line (fix the file, then run ``lipwa reconcile`` by hand).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ log = structlog.get_logger("lipwa.reconcile.daily")
 
 READY_AFTER = timedelta(minutes=30)  # late lines of the day have reached the statement
 STALE_RUN = timedelta(hours=1)  # a run still "running" after this died with its process
+LATE_FILE_DAYS = 7  # a drop-folder file this many days late is still picked up
 
 
 def day_due(provider: str, now: datetime) -> date:
@@ -127,35 +130,56 @@ async def reconcile_due(
     statements_dir: Path | None,
     now: datetime | None = None,
 ) -> int:
-    """Reconcile every opted-in account's last finished day once; returns runs made."""
+    """Reconcile every opted-in account's last finished day once, and any of the
+    ``LATE_FILE_DAYS`` days before it whose file was dropped late; returns runs made."""
     now = now or utcnow()
     reconciler = Reconciler(sessions)
     done = 0
     for account in await daily_accounts(sessions):
-        day = day_due(account.provider, now)
-        run_id = run_id_for(account.id, day)
-        if await _exists(sessions, run_id):
-            continue
-        try:
-            statement = await find_statement(account, day, statements_dir, http)
-        except httpx.HTTPError as exc:
-            log.warning("statement_fetch_failed", account_id=account.id, error=str(exc))
-            continue
-        except StatementError as exc:
-            await reconciler.record_failure(run_id, account, day, "scheduled", str(exc))
-            log.error("statement_unreadable", account_id=account.id, day=str(day), error=str(exc))
-            done += 1
-            continue
-        if statement is None:
-            continue
-        try:
-            await reconciler.run(
-                account.id, statement, day=day, source=f"scheduled: {statement.source}",
-                run_id=run_id, now=now,
-            )  # fmt: skip
-        except IntegrityError:
-            continue  # another worker took this day
-        except StatementError as exc:
-            await reconciler.record_failure(run_id, account, day, "scheduled", str(exc))
-        done += 1
+        due = day_due(account.provider, now)
+        late = [due - timedelta(days=n) for n in range(1, LATE_FILE_DAYS + 1)]
+        if statements_dir is not None:
+            late = [d for d in late if drop_path(statements_dir, account.id, d).is_file()]
+        else:
+            late = []
+        for day in [due, *late]:
+            if await _reconcile_day(sessions, reconciler, http, statements_dir, account, day, now):
+                done += 1
     return done
+
+
+async def _reconcile_day(
+    sessions: async_sessionmaker[AsyncSession],
+    reconciler: Reconciler,
+    http: httpx.AsyncClient,
+    statements_dir: Path | None,
+    account: ProviderAccount,
+    day: date,
+    now: datetime,
+) -> bool:
+    """Reconcile one account's day unless its run exists or no statement is there yet;
+    whether a run was made (a failed one included)."""
+    run_id = run_id_for(account.id, day)
+    if await _exists(sessions, run_id):
+        return False
+    try:
+        statement = await find_statement(account, day, statements_dir, http)
+    except httpx.HTTPError as exc:
+        log.warning("statement_fetch_failed", account_id=account.id, error=str(exc))
+        return False
+    except StatementError as exc:
+        await reconciler.record_failure(run_id, account, day, "scheduled", str(exc))
+        log.error("statement_unreadable", account_id=account.id, day=str(day), error=str(exc))
+        return True
+    if statement is None:
+        return False
+    try:
+        await reconciler.run(
+            account.id, statement, day=day, source=f"scheduled: {statement.source}",
+            run_id=run_id, now=now,
+        )  # fmt: skip
+    except IntegrityError:
+        return False  # another worker took this day
+    except StatementError as exc:
+        await reconciler.record_failure(run_id, account, day, "scheduled", str(exc))
+    return True

@@ -390,6 +390,40 @@ def test_daily_run_reads_the_drop_folder_or_the_simulator_once_per_day(
     }  # fmt: skip
 
 
+def test_a_statement_dropped_days_late_is_still_reconciled(
+    merchant: Merchant, sim_url: str, gateway: Gateway, tmp_path: Path
+) -> None:
+    """The operator downloaded Monday's export on Thursday: the daily job still reconciles
+    Monday, once, and makes no run for the days in between that have no file."""
+    mpesa = merchant.accounts["mpesa"]["id"]
+    sale = paid(merchant, "24", "KES", "0708374224")
+    shortcode = merchant.accounts["mpesa"]["config"]["shortcode"]
+    cells = statement(sim_url, "mpesa.csv", 1, shortcode=shortcode)
+    day = datetime.fromisoformat(cells[1][col(cells, "Completion Time")]).date()
+    url = gateway.settings.database_url
+    thursday = datetime.combine(day + timedelta(days=3), clock_time(7, 0), EAT)
+    _opt(gateway, mpesa, True)
+    try:
+        assert _daily(url, tmp_path, thursday) == 1  # Wednesday, from the simulator
+        (tmp_path / mpesa).mkdir()
+        write_csv(tmp_path / mpesa / f"{day.isoformat()}.csv", cells)
+        assert _daily(url, tmp_path, thursday) == 1  # Monday's file, dropped now
+        assert _daily(url, tmp_path, thursday) == 0
+    finally:
+        _opt(gateway, mpesa, False)
+    with gateway.admin() as admin:
+        run = admin.get(f"/admin/v1/reconciliations/{run_id_for(mpesa, day)}").json()
+    assert run["statement_date"] == day.isoformat() and run["status"] == "done"
+    assert f"{day.isoformat()}.csv" in run["source"]
+    assert by_subject(run["items"]["data"]) == {sale["id"]: "matched", sale["receipt"]: "matched"}
+    days = db_rows(
+        url, "SELECT statement_date FROM reconciliation_runs WHERE account_id = :a", a=mpesa
+    )
+    assert sorted(r["statement_date"] for r in days) == [
+        day.isoformat(), (day + timedelta(days=2)).isoformat(),
+    ]  # fmt: skip
+
+
 def test_a_daily_run_that_died_with_its_process_is_made_again(
     merchant: Merchant, sim_url: str, gateway: Gateway, tmp_path: Path
 ) -> None:
