@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
     from lipwa.domain.phones import Network
+    from lipwa.ip_allowlist import Network as IpNetwork
 
 
 ADMIN_TOKEN_MIN = 16  # it opens every merchant's keys and accounts: no guessable token
@@ -102,6 +103,9 @@ class Settings(BaseSettings):
     redis_key_prefix: str = "lipwa"
     # Daily reconciliation drop folder: <dir>/<account_id>/<YYYY-MM-DD>.csv (docs/reconciliation.md)
     statements_dir: str | None = None
+    # Provider callbacks only from these addresses: comma-separated IPs or CIDR blocks (the
+    # providers' published lists); blank takes them from anywhere (lipwa.api.callback_sources).
+    callback_sources: str = ""
     # Enable the interactive /docs pages.
     docs: bool = True
     # GET /metrics (Prometheus text): open when unset (it holds no secrets or phone numbers);
@@ -166,6 +170,20 @@ class Settings(BaseSettings):
 
         parse_prefix_overrides(value)
         return value
+
+    @field_validator("callback_sources")
+    @classmethod
+    def _sources(cls, value: str) -> str:
+        from lipwa.ip_allowlist import parse_sources
+
+        parse_sources(value)
+        return value
+
+    @cached_property
+    def callback_networks(self) -> tuple[IpNetwork, ...]:
+        from lipwa.ip_allowlist import parse_sources
+
+        return parse_sources(self.callback_sources)
 
     @cached_property
     def prefix_overrides(self) -> dict[str, Network]:

@@ -50,6 +50,13 @@ GUARD_REFUSALS = Counter(
     ["code"],
 )
 
+CALLBACKS_REFUSED = Counter(
+    "lipwa_callbacks_refused_total",
+    "Provider callbacks refused before they were stored. reason: source (an address outside "
+    "LIPWA_CALLBACK_SOURCES).",
+    ["reason"],
+)
+
 # ----- gateway metrics (payments, providers, callbacks, webhooks, HTTP, backlog) ---------------
 # Every process exposes its own values at GET /metrics (no multiprocess mode): scrape every
 # process. Labels are closed sets (provider, status, operation, outcome, route template): never a

@@ -124,6 +124,7 @@ def test_a_good_live_configuration_passes(tmp_path: Path) -> None:
             "LIPWA_MODE": "production",
             "LIPWA_PUBLIC_URL": "https://pay.example.co.ke",
             "LIPWA_METRICS_TOKEN": "scrape-token",
+            "LIPWA_CALLBACK_SOURCES": "196.201.214.0/24,196.201.212.127",
         }
         code, report, human = doctor(env, "--alert-rules", str(ALERT_RULES))
         assert code == 0, human
@@ -366,6 +367,16 @@ def test_public_url_checks() -> None:
     assert [c.name for c in private] == ["config.public_url.host"]
     sandbox = config_checks.public_url(settings(public_url="http://localhost:8000"), live=False)
     assert sandbox[0].status is Status.PASS
+
+
+def test_callback_sources_check() -> None:
+    listed = config_checks.callback_sources(settings(callback_sources="196.201.214.0/24"), True)
+    assert (listed.status, listed.detail) == (
+        Status.PASS, "provider callbacks are taken from 1 listed source(s) only",
+    )  # fmt: skip
+    open_live = config_checks.callback_sources(settings(), live=True)
+    assert open_live.status is Status.WARN and "LIPWA_CALLBACK_SOURCES" in (open_live.fix or "")
+    assert config_checks.callback_sources(settings(), live=False).status is Status.PASS
 
 
 def test_mode_checks() -> None:

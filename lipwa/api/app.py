@@ -22,6 +22,7 @@ from lipwa.api import phones as phones_api
 from lipwa.api import reconciliations as reconciliations_api
 from lipwa.api import refunds as refunds_api
 from lipwa.api import reports as reports_api
+from lipwa.api.callback_sources import ALLOWED_SOURCE
 from lipwa.config import Settings
 from lipwa.container import Container
 from lipwa.observability import configure_logging
@@ -84,11 +85,13 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.include_router(reconciliations_api.router)
     app.include_router(reports_api.router)
     app.include_router(reports_api.admin_router)
-    app.include_router(callbacks.router)
-    app.include_router(money_callbacks_api.router)
+    app.include_router(callbacks.router, dependencies=[ALLOWED_SOURCE])
+    app.include_router(money_callbacks_api.router, dependencies=[ALLOWED_SOURCE])
     app.include_router(balances_api.router)  # GET /v1/balances
-    app.include_router(balances_api.callbacks_router)  # M-Pesa balance results
-    app.include_router(c2b_api.callbacks_router)  # C2B validation / confirmation
+    # M-Pesa balance results
+    app.include_router(balances_api.callbacks_router, dependencies=[ALLOWED_SOURCE])
+    # C2B validation / confirmation
+    app.include_router(c2b_api.callbacks_router, dependencies=[ALLOWED_SOURCE])
     app.include_router(c2b_api.admin_router)  # register-c2b, c2b-rules
     app.include_router(health.router)
     install_pages(app, settings)  # checkout, onboarding and dashboard pages (lipwa.web)

@@ -113,3 +113,16 @@ def metrics_token(settings: Settings, live: bool) -> Check:
         "at the proxy"
     )
     return warned(name, detail, fix) if live else passed(name, detail)
+
+
+def callback_sources(settings: Settings, live: bool) -> Check:
+    name = "config.callback_sources"
+    count = len(settings.callback_networks)
+    if count:
+        return passed(name, f"provider callbacks are taken from {count} listed source(s) only")
+    detail = "provider callbacks are taken from any address (the URL token alone decides)"
+    fix = (
+        "Set LIPWA_CALLBACK_SOURCES to Safaricom's published callback addresses and MTN's, or "
+        "allow only those to /callbacks/ at the proxy"
+    )
+    return warned(name, detail, fix) if live else passed(name, detail)

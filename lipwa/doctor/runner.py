@@ -64,6 +64,7 @@ async def run_doctor(
         await service_checks.redis(settings, facts, processes),
         *database_checks.heartbeat(facts),
         config_checks.metrics_token(settings, live),
+        config_checks.callback_sources(settings, live),
         service_checks.alert_rules(alert_rules),
     ]
     if online:
