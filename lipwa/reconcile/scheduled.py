@@ -137,15 +137,18 @@ async def reconcile_due(
     done = 0
     for account in await daily_accounts(sessions):
         due = day_due(account.provider, now)
-        late = [due - timedelta(days=n) for n in range(1, LATE_FILE_DAYS + 1)]
-        if statements_dir is not None:
-            late = [d for d in late if drop_path(statements_dir, account.id, d).is_file()]
-        else:
-            late = []
-        for day in [due, *late]:
+        for day in [due, *_late_files(statements_dir, account.id, due)]:
             if await _reconcile_day(sessions, reconciler, http, statements_dir, account, day, now):
                 done += 1
     return done
+
+
+def _late_files(statements_dir: Path | None, account_id: str, due: date) -> list[date]:
+    """Days before ``due`` (up to ``LATE_FILE_DAYS``) whose drop-folder file is there."""
+    if statements_dir is None:
+        return []
+    days = (due - timedelta(days=n) for n in range(1, LATE_FILE_DAYS + 1))
+    return [day for day in days if drop_path(statements_dir, account_id, day).is_file()]
 
 
 async def _reconcile_day(

@@ -159,10 +159,6 @@ class MoneyCallbacks:
         envelope = results.parse_result(payload)
         if envelope is None:
             return "invalid", "body is not a Daraja Result envelope"
-        if envelope.code == results.DUPLICATE_DETECTED_CODE and row.kind in ("b2c", "reversal"):
-            # The answer to a repeat, not to the request: the first one may have moved the
-            # money, so only a status check can say; failing it could make a merchant pay twice.
-            return await self._check_soon(session, model, target, envelope.code, "duplicate")
         if row.kind == "status":
             assert isinstance(target, Payout)
             return await self._status(session, target, envelope)
@@ -171,11 +167,15 @@ class MoneyCallbacks:
             ocid = envelope.originator_conversation_id
             if ocid and ocid != target.provider_request_id:
                 return await self._anomaly(session, target, "OriginatorConversationID differs")
+            if envelope.code == results.DUPLICATE_DETECTED_CODE:
+                return await self._duplicate_detected(session, model, target)
             report = results.b2c_report(envelope)
             name = results.recipient_name(envelope)
             return await self._report(session, model, target, report, "callback", name)
-        report = results.reversal_report(envelope)
         confirming = row.kind == "reversal-check"  # recovery's repeat: its answer is a query's
+        if envelope.code == results.DUPLICATE_DETECTED_CODE and not confirming:
+            return await self._duplicate_detected(session, model, target)
+        report = results.reversal_report(envelope)
         if envelope.code == results.ALREADY_REVERSED_CODE:
             report = _already_reversed(report, confirming=confirming)
         if confirming and report.state is not ReportState.SUCCEEDED:
@@ -227,6 +227,15 @@ class MoneyCallbacks:
         if first and target.status in OPEN_STATUSES:
             await set_fields(session, model, target.id, next_check_at=at)
         return decision.value, f"{why}: to be checked"
+
+    async def _duplicate_detected(
+        self, session: AsyncSession, model: MoneyModel, target: MoneyRow
+    ) -> Applied:
+        """ResultCode 15 answers a repeat M-Pesa saw, not the request: the first one may have
+        moved the money, so only a status check can tell. Failing it could make a merchant
+        pay twice."""
+        code = results.DUPLICATE_DETECTED_CODE
+        return await self._check_soon(session, model, target, code, "duplicate detected")
 
     async def _status(
         self, session: AsyncSession, payout: Payout, envelope: results.ResultEnvelope

@@ -676,8 +676,10 @@ def test_claims_never_overlap_and_a_crashed_claim_comes_back(
     assert len(ours) == 8  # two events, four endpoints
     stale_id: list[str] = []
 
-    # Short leases: 5 waves of 0.1 s + 0.2 s margin.
-    policy = DeliveryPolicy(timeout_s=0.1, concurrency=1, batch_size=5, lease_margin_s=0.2)
+    # Short leases (5 waves of 0.8 s + 0.4 s margin: 4.4 s), yet long enough for a loaded CI
+    # machine to claim every delivery and send it before its lease runs out (with 0.7 s, one
+    # was once left pending there).
+    policy = DeliveryPolicy(timeout_s=0.8, concurrency=1, batch_size=5, lease_margin_s=0.4)
 
     async def scenario() -> None:
         one, two = Container.build(gateway.settings), Container.build(gateway.settings)
@@ -695,7 +697,7 @@ def test_claims_never_overlap_and_a_crashed_claim_comes_back(
 
             # Both "crashed" holding their claims; once the lease runs out they are due again.
             assert [c for c in await senders[0].claim() if c.delivery_id in ours] == []
-            await asyncio.sleep(0.8)
+            await asyncio.sleep(4.5)
             again: dict[str, Claim] = {}
             while set(again) != ours:
                 again |= {
