@@ -120,7 +120,7 @@ async def set_provider_ref(
         await session.execute(
             update(BalanceSnapshot)
             .where(BalanceSnapshot.id == snapshot_id, BalanceSnapshot.provider_ref.is_(None))
-            .values(provider_ref=provider_ref[:100])
+            .values(provider_ref=provider_ref)  # the column cuts it to length
         )
 
 

@@ -152,11 +152,10 @@ class MoneyCallbacks:
             payload = None
         if row.kind in MOMO_KINDS:
             return await self._momo(session, model, target, payload, confirmed)
+        envelope = results.parse_result(payload)
         if row.kind in ("b2c-timeout", "reversal-timeout"):
-            envelope = results.parse_result(payload)
             code = envelope.code if envelope else None
             return await self._check_soon(session, model, target, code, "queue timeout")
-        envelope = results.parse_result(payload)
         if envelope is None:
             return "invalid", "body is not a Daraja Result envelope"
         if row.kind == "status":

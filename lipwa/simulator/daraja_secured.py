@@ -241,9 +241,7 @@ class SecuredApis:
         if override == NO_CALLBACK:
             return
         if override == DUPLICATE_DETECTED:
-            body = self._envelope(
-                record, DUPLICATE_RESULT[0], DUPLICATE_RESULT[1], self._placeholder_id()
-            )
+            body = self._envelope(record, *DUPLICATE_RESULT, self._placeholder_id())
         self.d.sim.send_callback(
             "mpesa", f"{record['type']}_result", record["key"], record["result_url"], body
         )
