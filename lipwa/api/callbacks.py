@@ -1,8 +1,8 @@
 """Provider callbacks in, at per-account unguessable URLs. Stored raw before answering.
 
-An STK callback is applied before it is answered (a few milliseconds). A MoMo callback is
-answered as soon as it is stored: applying it means asking MTN first (``CallbackService``),
-which must not keep MTN's request waiting; if the process dies in between, the sweep applies it.
+A callback is answered as soon as it is stored: applying it means asking the provider first
+(``CallbackService``), which must not keep the provider's request waiting; if the process dies
+in between, the sweep applies it.
 """
 
 from __future__ import annotations
@@ -49,8 +49,11 @@ async def _apply(c: Container, token: str, stored: InboundCallback, started: flo
 @router.post("/{token}/stk/{payment_id}")
 async def daraja_stk(token: str, payment_id: str, request: Request, c: ContainerDep) -> Response:
     started = time.perf_counter()
-    await _apply(c, token, await _store(request, c, token, "stk", payment_id), started)
-    return JSONResponse({"ResultCode": 0, "ResultDesc": "Accepted"})
+    stored = await _store(request, c, token, "stk", payment_id)
+    return JSONResponse(
+        {"ResultCode": 0, "ResultDesc": "Accepted"},
+        background=BackgroundTask(_apply, c, token, stored, started),
+    )
 
 
 @router.api_route("/{token}/momo/{payment_id}", methods=["PUT", "POST"])

@@ -24,6 +24,7 @@ from lipwa.domain.money import format_amount
 from lipwa.providers.mpesa.balance import BalanceLine, read_balance_result
 from lipwa.providers.mpesa.results import parse_result
 from lipwa.services import inbound
+from lipwa.services.unconfirmed import due_callbacks
 from lipwa.store.tables import BalanceSnapshot, InboundCallback
 
 log = structlog.get_logger("lipwa.balances")
@@ -184,7 +185,7 @@ class BalanceResults:
 
     async def sweep(self, older_than_s: float = 5.0) -> int:
         handled = 0
-        for callback_id in await inbound.unprocessed_ids(self._sessions, KINDS, older_than_s):
+        for callback_id in await due_callbacks(self._sessions, KINDS, older_than_s):
             try:
                 await self.process(callback_id)
             except Exception:

@@ -38,6 +38,7 @@ from lipwa.services import inbound
 from lipwa.services.c2b_orders import OpenOrder, account_mode, find_open_order
 from lipwa.services.receipt_twins import payment_with_receipt
 from lipwa.services.transitions import Change, add_event, apply
+from lipwa.services.unconfirmed import due_callbacks
 from lipwa.store.tables import InboundCallback, Payment, ProviderAccount
 
 log = structlog.get_logger("lipwa.c2b")
@@ -210,7 +211,7 @@ class C2bInbound:
     # ----- the sweep of rows a crashed process left -------------------------------------------
     async def sweep(self, older_than_s: float = 5.0) -> int:
         handled = 0
-        for callback_id in await inbound.unprocessed_ids(self._sessions, KINDS, older_than_s):
+        for callback_id in await due_callbacks(self._sessions, KINDS, older_than_s):
             try:
                 await self.process(callback_id)
             except Exception:  # stays unprocessed: the next sweep tries again

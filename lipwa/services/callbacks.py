@@ -4,17 +4,18 @@ A callback is trusted only as far as its URL: the account's unguessable token an
 id are in the path, and the body must agree with what Lipwa sent (CheckoutRequestID,
 MoMo externalId, amount). Anything else is recorded and changes nothing.
 
-MoMo callbacks carry no signature, and MTN's advice is to treat them as a hint: a final MoMo
-report for an open payment is confirmed with a status GET first, and MTN's answer is what is
-applied. A report MTN does not confirm is kept as an anomaly; when MTN cannot be asked, the
-callback stays unprocessed and the callback sweep asks again.
+Neither provider signs its callbacks, so a final report about an open payment is confirmed
+with the provider first: Daraja's STK query for the CheckoutRequestID, MTN's status GET for the
+X-Reference-Id. The provider's answer is what is applied; a callback it contradicts is kept as
+an anomaly. An STK query carries no receipt, so a callback it agrees with is applied as sent.
+When the provider cannot be asked (or Daraja's query still says "being processed", as it may
+for a moment after the callback), the callback stays unprocessed and the sweep asks again.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -37,6 +38,7 @@ log = structlog.get_logger("lipwa.callbacks")
 
 KEPT_HEADERS = ("content-type", "user-agent", "x-forwarded-for", "content-length")
 FINAL_REPORTS = (ReportState.SUCCEEDED, ReportState.FAILED)
+CONFIRMED_KINDS = ("stk", "momo")
 
 
 def change_from_report(report: ProviderReport, source: str) -> Change | None:
@@ -68,6 +70,7 @@ class Matched:
     account: ProviderAccount
     payment: Payment
     report: ProviderReport
+    provider_ref: str | None  # the CheckoutRequestID an STK callback names
     mismatch: str | None  # why the report cannot be about this payment
 
 
@@ -108,6 +111,7 @@ class CallbackService:
                 outcome=None,
                 detail=None,
                 processed_at=None,
+                retry_at=None,
             )
             session.add(row)
         return row
@@ -121,9 +125,8 @@ class CallbackService:
         if self._confirmer is not None:
             to_confirm = await self._to_confirm(callback_id, token, stored)
             if to_confirm is not None:
-                account, reference_id = to_confirm
-                confirmed = await self._confirmer.momo_status(account, "momo", reference_id)
-                if confirmed is None:
+                confirmed = await self._confirmer.status(*to_confirm)
+                if confirmed is None or _still_processing(to_confirm[1], confirmed):
                     return await note_unconfirmed(self._sessions, callback_id)
         async with self._sessions() as session, session.begin():
             row: InboundCallback | None
@@ -143,14 +146,15 @@ class CallbackService:
 
     async def _to_confirm(
         self, callback_id: int, token: str, stored: InboundCallback | None
-    ) -> tuple[ProviderAccount, str] | None:
-        """(account, X-Reference-Id) when this is a final MoMo report about an open payment,
-        which MTN must confirm before it is applied; None otherwise (reads only)."""
-        if stored is not None and stored.kind != "momo":
+    ) -> tuple[ProviderAccount, str, str] | None:
+        """(account, kind, reference to ask about) when this is a final report about an open
+        payment, which the provider must confirm before it is applied; None otherwise (reads
+        only)."""
+        if stored is not None and stored.kind not in CONFIRMED_KINDS:
             return None
         async with self._sessions() as session:
             row = stored or await session.get(InboundCallback, callback_id)
-            if row is None or row.processed_at is not None or row.kind != "momo":
+            if row is None or row.processed_at is not None or row.kind not in CONFIRMED_KINDS:
                 return None
             matched = await self._match(session, row, token)
         if not isinstance(matched, Matched) or matched.mismatch:
@@ -158,9 +162,14 @@ class CallbackService:
         if matched.report.state not in FINAL_REPORTS:
             return None
         payment = matched.payment
-        if payment.status not in OPEN_STATUSES or payment.provider_ref is None:
+        if payment.status not in OPEN_STATUSES:
             return None
-        return matched.account, payment.provider_ref
+        # A callback may beat Daraja's answer to the push: the CheckoutRequestID it names is
+        # then the one to ask about (the query is made with this account's own shortcode).
+        reference = payment.provider_ref or matched.provider_ref
+        if reference is None:
+            return None
+        return matched.account, row.kind, reference
 
     async def _match(
         self, session: AsyncSession, row: InboundCallback, token: str
@@ -185,7 +194,18 @@ class CallbackService:
         payment = await self._find_payment(session, account, row.payment_id, provider_ref)
         if payment is None:
             return "unmatched", f"no payment for this callback (ref {provider_ref})", account.id
-        return Matched(account, payment, report, _mismatch(payment, report, provider_ref))
+        mismatch = _mismatch(payment, report, provider_ref)
+        if mismatch is None and provider_ref and payment.provider_ref is None:
+            # The payment never learnt its CheckoutRequestID: the one named must at least not
+            # be another payment's (whose success the STK query would vouch for).
+            owner = await session.scalar(
+                select(Payment.id).where(
+                    Payment.account_id == account.id, Payment.provider_ref == provider_ref
+                )
+            )
+            if owner is not None and owner != payment.id:
+                mismatch = f"CheckoutRequestID belongs to payment {owner}"
+        return Matched(account, payment, report, provider_ref, mismatch)
 
     async def _apply(
         self,
@@ -203,11 +223,17 @@ class CallbackService:
             await self._anomaly(session, payment, "callback_mismatch", matched.mismatch, report)
             return "anomaly", matched.mismatch, account.id
         if confirmed is not None:
+            said = (
+                f"the provider reports {confirmed.state.value}, the callback {report.state.value}"
+            )
             if confirmed.state not in FINAL_REPORTS:
-                detail = f"MTN reports {confirmed.state.value}, the callback {report.state.value}"
-                await self._anomaly(session, payment, "unconfirmed_callback", detail, report)
-                return "anomaly", detail, account.id
-            report = confirmed  # what MTN says, not what the callback claimed
+                await self._anomaly(session, payment, "unconfirmed_callback", said, report)
+                return "anomaly", said, account.id
+            if confirmed.state is not report.state:
+                await self._anomaly(session, payment, "callback_contradicted", said, report)
+                report = confirmed  # what the provider says, not what the callback claimed
+            elif row.kind == "momo":
+                report = confirmed  # MTN's answer carries everything the callback does
         change = change_from_report(report, "callback")
         if change is None:
             return "noop", f"provider reports {report.state.value}", account.id
@@ -256,18 +282,6 @@ class CallbackService:
             },
         )
 
-    async def unprocessed(self, older_than_s: float = 5.0, limit: int = 100) -> list[int]:
-        """Callbacks stored but never applied (the process died in between)."""
-        cutoff = utcnow() - timedelta(seconds=older_than_s)
-        async with self._sessions() as session:
-            rows = await session.scalars(
-                select(InboundCallback.id)
-                .where(InboundCallback.processed_at.is_(None), InboundCallback.received_at < cutoff)
-                .order_by(InboundCallback.id)
-                .limit(limit)
-            )
-            return list(rows)
-
     async def mark_unprocessable(self, callback_id: int, reason: str) -> None:
         async with self._sessions() as session, session.begin():
             await session.execute(
@@ -275,6 +289,12 @@ class CallbackService:
                 .where(InboundCallback.id == callback_id)
                 .values(outcome="invalid", detail=reason[:300], processed_at=utcnow())
             )
+
+
+def _still_processing(kind: str, confirmed: ProviderReport) -> bool:
+    """Daraja's STK query may say "being processed" for a moment after the callback: not an
+    answer yet. (MTN's status is the source its callback is sent from: PENDING contradicts.)"""
+    return kind == "stk" and confirmed.state is ReportState.PENDING
 
 
 def _parse(kind: str, payload: Any) -> tuple[ProviderReport | None, str | None]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -86,24 +85,3 @@ async def close_row(
             .where(InboundCallback.id == callback_id, InboundCallback.processed_at.is_(None))
             .values(outcome=outcome, detail=detail[:300], processed_at=utcnow())
         )
-
-
-async def unprocessed_ids(
-    sessions: async_sessionmaker[AsyncSession],
-    kinds: tuple[str, ...],
-    older_than_s: float = 5.0,
-    limit: int = 100,
-) -> list[int]:
-    cutoff = utcnow() - timedelta(seconds=older_than_s)
-    async with sessions() as session:
-        rows = await session.scalars(
-            select(InboundCallback.id)
-            .where(
-                InboundCallback.processed_at.is_(None),
-                InboundCallback.kind.in_(kinds),
-                InboundCallback.received_at < cutoff,
-            )
-            .order_by(InboundCallback.id)
-            .limit(limit)
-        )
-        return list(rows)

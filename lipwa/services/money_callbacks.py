@@ -43,7 +43,7 @@ from lipwa.services.money_states import (
     transition,
 )
 from lipwa.services.money_views import payout_view, refund_view
-from lipwa.services.unconfirmed import UNTRIED_FIRST, note_unconfirmed
+from lipwa.services.unconfirmed import due_callbacks, note_unconfirmed
 from lipwa.store.tables import InboundCallback, Payout, ProviderAccount, Refund
 
 log = structlog.get_logger("lipwa.money_callbacks")
@@ -76,7 +76,7 @@ class MoneyCallbacks:
         if self._confirmer is not None:
             to_confirm = await self._to_confirm(callback_id, token)
             if to_confirm is not None:
-                confirmed = await self._confirmer.momo_status(*to_confirm)
+                confirmed = await self._confirmer.status(*to_confirm)
                 if confirmed is None:
                     return await note_unconfirmed(self._sessions, callback_id)
         async with self._sessions() as session, session.begin():
@@ -198,9 +198,14 @@ class MoneyCallbacks:
         if report.external_id is not None and report.external_id != target.id:
             return await self._anomaly(session, target, "externalId differs")
         if confirmed is not None:
+            said = f"MTN reports {confirmed.state.value}, the callback {report.state.value}"
             if confirmed.state not in FINAL_REPORTS:
-                detail = f"MTN reports {confirmed.state.value}, the callback {report.state.value}"
-                return await self._anomaly(session, target, detail, "unconfirmed_callback")
+                return await self._anomaly(session, target, said, "unconfirmed_callback")
+            if confirmed.state is not report.state:
+                detail = {"detail": said}
+                anomalies.record(
+                    session, target.merchant_id, target.id, "callback_contradicted", detail
+                )
             report = confirmed  # what MTN says, not what the callback claimed
         return await self._report(session, model, target, report, "callback")
 
@@ -309,19 +314,7 @@ class MoneyCallbacks:
 
     # ----- the sweep of callbacks stored but never applied --------------------------------------
     async def unprocessed(self, older_than_s: float = 5.0, limit: int = 100) -> list[int]:
-        cutoff = utcnow() - timedelta(seconds=older_than_s)
-        async with self._sessions() as session:
-            rows = await session.scalars(
-                select(InboundCallback.id)
-                .where(
-                    InboundCallback.processed_at.is_(None),
-                    InboundCallback.kind.in_(KINDS),
-                    InboundCallback.received_at < cutoff,
-                )
-                .order_by(*UNTRIED_FIRST)
-                .limit(limit)
-            )
-            return list(rows)
+        return await due_callbacks(self._sessions, KINDS, older_than_s, limit)
 
     async def token_for(self, callback_id: int) -> str | None:
         """The token of the account the URL's payout/refund belongs to, if the stored 4-char

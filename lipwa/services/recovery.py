@@ -41,7 +41,7 @@ from lipwa.services.recovery_rules import (
     judge,
 )
 from lipwa.services.transitions import OPEN_STATUSES, Change, apply
-from lipwa.services.unconfirmed import UNTRIED_FIRST
+from lipwa.services.unconfirmed import due_callbacks
 from lipwa.store.tables import InboundCallback, Payment, ProviderAccount
 
 log = structlog.get_logger("lipwa.recovery")
@@ -292,20 +292,7 @@ class RecoveryService:
         The stored row keeps only a 4-character hint of the URL token, so the token comes from
         the account of the payment named in the URL, and the hint must match it."""
         handled = 0
-        cutoff = utcnow() - timedelta(seconds=older_than_s)
-        async with self._sessions() as session:
-            ids = list(
-                await session.scalars(
-                    select(InboundCallback.id)
-                    .where(
-                        InboundCallback.processed_at.is_(None),
-                        InboundCallback.kind.in_(CALLBACK_KINDS),  # others have their own sweep
-                        InboundCallback.received_at < cutoff,
-                    )
-                    .order_by(*UNTRIED_FIRST)
-                    .limit(limit)
-                )
-            )
+        ids = await due_callbacks(self._sessions, CALLBACK_KINDS, older_than_s, limit)
         for callback_id in ids:
             async with self._sessions() as session:
                 row = await session.get(InboundCallback, callback_id)

@@ -211,6 +211,8 @@ class InboundCallback(Base):
     outcome: Mapped[str | None] = mapped_column(String(16))
     detail: Mapped[str | None] = mapped_column(String(300))
     processed_at: Mapped[datetime | None]
+    # An unconfirmed callback (the provider could not confirm it yet) is not swept before this.
+    retry_at: Mapped[datetime | None]
 
 
 class Event(Base):

@@ -164,21 +164,49 @@ def test_final_state_never_changes_contradiction_is_an_anomaly(
     assert [a["subject_id"] for a in json.loads(shown.output)] == [payment["id"]]
 
 
+def mpesa_scenario(sim_url: str, phone: str, outcome: str) -> None:
+    body = {"provider": "mpesa", "phone": phone, "outcome": outcome}
+    httpx.put(f"{sim_url}/_sim/scenario", json=body).raise_for_status()
+
+
+def settled_without_callback(
+    merchant: Merchant,
+    sim: Simulator,
+    sim_url: str,
+    database_url: str,
+    phone: str,
+    outcome: str,
+    **pay: Any,
+) -> tuple[dict[str, Any], str]:
+    """A payment the simulator has settled (``outcome``) but whose callback it dropped; its
+    own status check is seconds away. Returns the payment and its CheckoutRequestID."""
+    mpesa_scenario(sim_url, phone, outcome)
+    set_faults(sim_url, callback_drop_pct=100)
+    payment = merchant.pay(amount="10", currency="KES", phone=phone, **pay).json()
+    deadline = time.monotonic() + 10
+    while not any(c.dropped and c.url.endswith(payment["id"]) for c in list(sim.callbacks)):
+        assert time.monotonic() < deadline, "the simulator never settled the prompt"
+        time.sleep(0.05)
+    set_faults(sim_url, callback_drop_pct=0)
+    return payment, checkout_id_of(database_url, payment["id"])
+
+
+def stk_queries(sim_url: str) -> int:
+    rows = httpx.get(
+        f"{sim_url}/_sim/requests", params={"path": "/mpesa/stkpushquery/v1/query"}
+    ).json()["requests"]
+    return len(rows)
+
+
 def test_a_provider_text_longer_than_its_column_still_settles_the_payment(
-    merchant: Merchant, sim_url: str, database_url: str
+    merchant: Merchant, sim: Simulator, sim_url: str, database_url: str
 ) -> None:
     """Daraja chooses the length of ResultDesc: PostgreSQL refused one over the column's
     length, so the callback (and every retry, and the status query) could never settle it."""
-    httpx.put(
-        f"{sim_url}/_sim/scenario",
-        json={"provider": "mpesa", "phone": "254708374149", "outcome": "pending_forever"},
-    ).raise_for_status()
-    payment = merchant.pay(amount="10", currency="KES", phone="0708374149").json()
-    wait_for_sent = time.monotonic() + 10
-    while checkout_id_of(database_url, payment["id"]) in ("None", ""):
-        assert time.monotonic() < wait_for_sent, "the push was never sent"
-        time.sleep(0.1)
-    body = stk_callback(checkout_id_of(database_url, payment["id"]), 1032)
+    payment, checkout_id = settled_without_callback(
+        merchant, sim, sim_url, database_url, "254708374149", "cancelled"
+    )
+    body = stk_callback(checkout_id, 1032)
     body["Body"]["stkCallback"]["ResultDesc"] = "Request cancelled by user. " * 40
     url = f"{merchant.accounts['mpesa']['callback_url']}/stk/{payment['id']}"
     assert httpx.post(url, json=body).status_code == 200
@@ -191,6 +219,91 @@ def test_a_provider_text_longer_than_its_column_still_settles_the_payment(
         id=payment["id"],
     )  # fmt: skip
     assert stored["outcome"] == "applied"
+
+
+# ----- STK callbacks are confirmed with Daraja's STK query before they are applied ---------------
+def test_a_true_stk_callback_is_confirmed_and_keeps_its_receipt(
+    merchant: Merchant, sim_url: str, database_url: str
+) -> None:
+    before = stk_queries(sim_url)
+    payment = merchant.pay(amount="10", currency="KES", phone="0708374149").json()
+    final = merchant.wait_final(payment["id"])
+    assert (final["status"], final["resolved_by"]) == ("succeeded", "callback")
+    assert stk_queries(sim_url) == before + 1  # asked once, about this CheckoutRequestID
+    assert final["receipt"]  # the callback's MpesaReceiptNumber: the query carries none
+    assert anomaly_kinds(database_url, payment["id"], timeout=0.5) == []
+
+
+def test_a_forged_stk_success_is_overruled_by_the_query(
+    merchant: Merchant, sim: Simulator, sim_url: str, database_url: str
+) -> None:
+    """Someone who learnt the callback URL and the CheckoutRequestID claims a cancelled
+    payment was paid: Daraja says otherwise, and Daraja is believed."""
+    payment, checkout_id = settled_without_callback(
+        merchant, sim, sim_url, database_url, "254708374101", "cancelled"
+    )
+    url = f"{merchant.accounts['mpesa']['callback_url']}/stk/{payment['id']}"
+    forged = httpx.post(url, json=stk_callback(checkout_id, 0, "FAKE000003"))
+    assert forged.status_code == 200
+    done = merchant.wait_final(payment["id"])
+    assert (done["status"], done["failure_code"], done["receipt"]) == (
+        "failed", "payer_declined", None,
+    )  # fmt: skip
+    assert anomaly_kinds(database_url, payment["id"]) == ["callback_contradicted"]
+    assert events_for(merchant, payment["id"]) == ["payment.created", "payment.failed"]
+
+
+def test_a_callback_naming_another_payments_checkout_id_is_not_believed(
+    merchant: Merchant, sim_url: str, gateway: Any, database_url: str
+) -> None:
+    """A payment whose push answer was lost has no CheckoutRequestID of its own; a callback
+    naming another payment's (which the STK query would vouch for) must not settle it."""
+    paid = merchant.pay(amount="10", currency="KES", phone="0708374149").json()
+    assert merchant.wait_final(paid["id"])["status"] == "succeeded"
+    mpesa_scenario(sim_url, "254708374103", "pending_forever")
+    set_faults(sim_url, answer_delay_ms=(gateway.settings.provider_read_timeout_s + 1) * 1000)
+    lost = merchant.pay(amount="10", currency="KES", phone="0708374103").json()
+    set_faults(sim_url, answer_delay_ms=0)
+    assert lost["status"] == "unknown"
+    url = f"{merchant.accounts['mpesa']['callback_url']}/stk/{lost['id']}"
+    body = stk_callback(checkout_id_of(database_url, paid["id"]), 0, "FAKE000005")
+    assert httpx.post(url, json=body).status_code == 200
+    assert anomaly_kinds(database_url, lost["id"]) == ["callback_mismatch"]
+    with merchant.client() as c:
+        assert c.get(f"/v1/payments/{lost['id']}").json()["status"] == "unknown"
+
+
+def test_an_stk_callback_daraja_cannot_confirm_yet_waits_for_the_sweep(
+    merchant: Merchant, sim_url: str, database_url: str
+) -> None:
+    """While the query still says "being processed" the callback is not applied, nor called
+    an anomaly: it is asked about again later, and never in a loop."""
+    mpesa_scenario(sim_url, "254708374102", "pending_forever")
+    payment = merchant.pay(amount="10", currency="KES", phone="0708374102").json()
+    wait_for_sent = time.monotonic() + 10
+    while checkout_id_of(database_url, payment["id"]) in ("None", ""):
+        assert time.monotonic() < wait_for_sent, "the push was never sent"
+        time.sleep(0.1)
+    url = f"{merchant.accounts['mpesa']['callback_url']}/stk/{payment['id']}"
+    checkout_id = checkout_id_of(database_url, payment["id"])
+    assert httpx.post(url, json=stk_callback(checkout_id, 0, "FAKE000004")).status_code == 200
+    deadline = time.monotonic() + 10
+    while True:
+        rows = db_rows(
+            database_url,
+            "SELECT outcome, processed_at, retry_at, received_at FROM inbound_callbacks "
+            "WHERE payment_id = :id AND kind = 'stk'",
+            id=payment["id"],
+        )
+        if rows and rows[0]["outcome"] == "unconfirmed":
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.1)
+    [row] = rows
+    assert row["processed_at"] is None and row["retry_at"] is not None
+    with merchant.client() as c:
+        assert c.get(f"/v1/payments/{payment['id']}").json()["status"] == "pending"
+    assert anomaly_kinds(database_url, payment["id"], timeout=0.5) == []
 
 
 def test_callback_is_stored_raw_before_it_is_applied(merchant: Merchant, database_url: str) -> None:
@@ -311,6 +424,9 @@ def test_timeout_after_the_provider_acted_is_settled_by_the_callback(
     set_faults(sim_url, answer_delay_ms=(timeout + 1) * 1000)
     payment = merchant.pay(amount="12", currency="KES", phone="0708374149").json()
     assert payment["status"] == "unknown"  # the gateway cannot know the push went out
+    # Daraja is quick again when the callback comes, and its STK query confirms it. The
+    # CheckoutRequestID asked about is the callback's: the gateway never learnt its own.
+    set_faults(sim_url, answer_delay_ms=0)
     final = merchant.wait_final(payment["id"])
     assert final["status"] == "succeeded"
     assert final["resolved_by"] == "callback"

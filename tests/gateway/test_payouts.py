@@ -183,7 +183,13 @@ def test_duplicated_result_callback_changes_the_payout_once(
     set_faults(sim_url, callback_duplicate_pct=100)
     created = payout(merchant, amount="300", currency="KES", phone=MPESA_PHONE)
     assert final(merchant, created["id"])["status"] == "succeeded"
-    wait_for(lambda: len(_inbound(database_url, created["id"])) == 2, 10, "both copies")
+    # Each copy is stored, then applied: wait for both to be applied, not only stored.
+    wait_for(
+        lambda: [r["outcome"] is not None for r in _inbound(database_url, created["id"])]
+        == [True, True],
+        10,
+        "both copies",
+    )
     outcomes = sorted(r["outcome"] for r in _inbound(database_url, created["id"]))
     assert outcomes == ["applied", "noop"]
     assert events_of(merchant, created["id"]) == ["payout.created", "payout.succeeded"]

@@ -294,7 +294,8 @@ def test_duplicated_reversal_result_changes_the_refund_once(
         )
         return sorted(str(r["outcome"]) for r in rows)
 
-    wait_for(lambda: len(outcomes()) == 2, 10, "both copies")
+    # Each copy is stored, then applied: wait for both to be applied, not only stored.
+    wait_for(lambda: len(outcomes()) == 2 and "None" not in outcomes(), 10, "both copies")
     assert outcomes() == ["applied", "noop"]
     assert events_of(merchant, first["id"]) == ["refund.created", "refund.succeeded"]
 
