@@ -191,11 +191,13 @@ def settled_without_callback(
     return payment, checkout_id_of(database_url, payment["id"])
 
 
-def stk_queries(sim_url: str) -> int:
+def stk_queries(sim_url: str, checkout_id: str) -> int:
+    """STK queries about this CheckoutRequestID (other tests' payments are queried too)."""
     rows = httpx.get(
         f"{sim_url}/_sim/requests", params={"path": "/mpesa/stkpushquery/v1/query"}
     ).json()["requests"]
-    return len(rows)
+    bodies = [r["body"] for r in rows if isinstance(r["body"], dict)]
+    return sum(1 for body in bodies if body.get("CheckoutRequestID") == checkout_id)
 
 
 def test_a_provider_text_longer_than_its_column_still_settles_the_payment(
@@ -225,11 +227,10 @@ def test_a_provider_text_longer_than_its_column_still_settles_the_payment(
 def test_a_true_stk_callback_is_confirmed_and_keeps_its_receipt(
     merchant: Merchant, sim_url: str, database_url: str
 ) -> None:
-    before = stk_queries(sim_url)
     payment = merchant.pay(amount="10", currency="KES", phone="0708374149").json()
     final = merchant.wait_final(payment["id"])
     assert (final["status"], final["resolved_by"]) == ("succeeded", "callback")
-    assert stk_queries(sim_url) == before + 1  # asked once, about this CheckoutRequestID
+    assert stk_queries(sim_url, checkout_id_of(database_url, payment["id"])) == 1  # asked once
     assert final["receipt"]  # the callback's MpesaReceiptNumber: the query carries none
     assert anomaly_kinds(database_url, payment["id"], timeout=0.5) == []
 
