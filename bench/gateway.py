@@ -93,7 +93,7 @@ COLUMNS: list[Column] = [
 class GatewayBenchConfig:
     databases: tuple[str, ...] = ("sqlite", "postgres")
     workers: tuple[int, ...] = (1, 2)
-    targets: tuple[str, ...] = ("ceiling", "gateway")
+    targets: tuple[str, ...] = ("ceiling", "provider-ceiling", "gateway")
     concurrency: int = 32
     warmup_s: float = 10.0
     duration_s: float = 20.0
@@ -200,16 +200,24 @@ class Server:
     api_key: str = ""
 
 
-def start_ceiling(url: str, workers: int, log_dir: Path) -> Server:
+def start_ceiling(
+    url: str, workers: int, log_dir: Path, sim: SimulatorProcess | None = None
+) -> Server:
+    """The ceiling; with ``sim``, the provider ceiling (one STK push per request, and its
+    callback)."""
     ceiling.prepare(url)
     port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {"BENCH_DATABASE_URL": url}
+    if sim is not None:
+        env["BENCH_SIMULATOR"] = json.dumps({"url": sim.url, "mpesa": sim.credentials["mpesa"]})
+        env["BENCH_PUBLIC_URL"] = base
     proc = Proc(
-        f"ceiling-{_db_kind(url)}-w{workers}",
+        f"{'provider-ceiling' if sim else 'ceiling'}-{_db_kind(url)}-w{workers}",
         uvicorn_args("bench.ceiling:create_app", port, workers=workers),
-        env={"BENCH_DATABASE_URL": url},
+        env=env,
         log_dir=log_dir,
     )
-    base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(f"{base}/health", proc)
     except BaseException:
@@ -427,6 +435,8 @@ def measure(
     httpx.post(f"{sim.url}/_sim/reset").raise_for_status()
     if target == "ceiling":
         server = start_ceiling(url, workers, logs)
+    elif target == "provider-ceiling":
+        server = start_ceiling(url, workers, logs, sim)
     else:
         server = start_gateway(url, workers, sim, config, logs)
     profile_path = config.out_dir / f"profile-{label}.txt"
@@ -453,12 +463,14 @@ def measure(
                 )
             usage = cpu.usage(load["wall_start"], load["wall_end"])
         payments = None
-        if target == "gateway":
+        if target != "ceiling":
             time.sleep(min(config.prompt_seconds + 1.0, 5.0))  # the last callbacks land
     finally:
         server.proc.stop()
     if target == "gateway":
         payments = payment_counts(url)
+    elif target == "provider-ceiling":
+        payments = ceiling.counts(url)
     not_ok: dict[str, int] = {k: v for k, v in load["statuses"].items() if k != "201"}
     not_ok.update(load["errors"])
     row: dict[str, Any] = {
@@ -552,7 +564,8 @@ def parser(defaults: GatewayBenchConfig | None = None) -> argparse.ArgumentParse
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--db", default=",".join(d.databases), help="sqlite,postgres")
     p.add_argument("--workers", default=",".join(map(str, d.workers)), help="e.g. 1,2")
-    p.add_argument("--targets", default=",".join(d.targets), help="ceiling,gateway")
+    p.add_argument("--targets", default=",".join(d.targets),
+                   help="ceiling,provider-ceiling,gateway")
     p.add_argument("--concurrency", type=int, default=d.concurrency)
     p.add_argument("--warmup", type=float, default=d.warmup_s, help="seconds (0: none)")
     p.add_argument("--duration", type=float, default=d.duration_s, help="measured seconds")

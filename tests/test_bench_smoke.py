@@ -46,16 +46,20 @@ def test_gateway_benchmark_writes_rows(tmp_path: Path) -> None:
     _run(
         ["bench.gateway", "--db", "sqlite", "--workers", "1", "--warmup", "0",
          "--duration", "1", "--concurrency", "4", "--loadgen", "httpx", "--out", str(tmp_path)],
-        timeout_s=90,
+        timeout_s=120,
     )
     result = json.loads((tmp_path / "gateway.json").read_text())
     rows = {row["target"]: row for row in result["rows"]}
-    assert set(rows) == {"ceiling", "gateway"}
+    assert set(rows) == {"ceiling", "provider-ceiling", "gateway"}
     for row in rows.values():
         assert row["database"] == "sqlite"
         assert row["ok"] > 0
         assert row["per_s"] > 0
     assert sum(rows["gateway"]["payments"].values()) >= rows["gateway"]["ok"]
+    # The provider ceiling pushed each payment and took the callbacks the simulator sent.
+    pushed = rows["provider-ceiling"]["payments"]
+    assert pushed["written"] >= rows["provider-ceiling"]["ok"]
+    assert pushed["called back"] > 0
 
 
 def test_recovery_benchmark_drains_a_backlog(tmp_path: Path) -> None:
