@@ -233,7 +233,9 @@ def test_racing_requests_for_one_payer_take_turns(
     ]
     answers = fire(capped.gateway.url, capped.api_key, bodies)
     assert sorted(a.status_code for a in answers) == [201] * 3 + [400] * 5
-    assert {a.json()["status"] for a in answers if a.status_code == 201} <= {"pending"}
+    # None refused by the provider; a prompt's callback may already have settled its payment
+    # by the time the answer is written (SQLite takes the racing writers one at a time).
+    assert {a.json()["status"] for a in answers if a.status_code == 201} <= {"pending", "succeeded"}
     assert payment_count(database_url, capped.id) == 3
 
 
