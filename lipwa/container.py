@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from lipwa.config import Settings
 from lipwa.providers.shared_tokens import SharedTokens
 from lipwa.providers.tokens import TokenCache
-from lipwa.providers.transport import AiohttpTransport
 from lipwa.services.accounts import ApiKeyCache
 from lipwa.services.callback_confirm import ProviderConfirmer
 from lipwa.services.callbacks import CallbackService
@@ -78,9 +77,8 @@ class Container:
             timeout=httpx.Timeout(
                 settings.provider_read_timeout_s, connect=settings.provider_connect_timeout_s
             ),
-            transport=AiohttpTransport(
-                verify=settings.verify_tls, limits=httpx.Limits(max_connections=200)
-            ),
+            verify=settings.verify_tls,
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
             headers={"User-Agent": "lipwa/0.1"},
         )
         shared_tokens = (
