@@ -8,9 +8,10 @@ bench.ceiling:create_app``; call :func:`prepare` first to create the scratch tab
 
 With ``BENCH_SIMULATOR`` (JSON: the simulator's ``url`` and its ``mpesa`` credentials) and
 ``BENCH_PUBLIC_URL`` it is the **provider ceiling**: the INSERT, then the one STK push that no
-initiation can do without (the gateway's client and transport, a valid Password, a token
-fetched once), and the callback that push brings taken by one UPDATE. What a payment must
-cost on this stack whatever the gateway around it does: no checks, no events, no second read.
+initiation can do without (httpx over aiohttp's pool, the cheaper of the two measured, so the
+floor is not overstated; a valid Password, a token fetched once), and the callback that push
+brings taken by one UPDATE. What a payment must cost on this stack whatever the gateway
+around it does: no checks, no events, no second read.
 """
 
 from __future__ import annotations
@@ -159,7 +160,8 @@ class StkPusher:
         self._shortcode = mpesa["paybill"]["shortcode"]
         self._passkey = mpesa["paybill"]["passkey"]
         self._public_url = public_url
-        # As the gateway's own client (lipwa.container): the same transport and pool limit.
+        # The cheaper transport (lipwa.providers.transport), so the floor is not overstated;
+        # the gateway itself still uses httpx's own pool.
         self._http = httpx.AsyncClient(
             base_url=simulator["url"],
             timeout=30,
